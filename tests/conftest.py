@@ -1,0 +1,8 @@
+"""Test-wide settings: static figures, a non-interactive backend, the smoke profile by default."""
+
+import os
+
+# Set before nbval starts kernels: they inherit this process's environment.
+os.environ["GRADKIT_HEADLESS"] = "1"
+os.environ.setdefault("GRADKIT_PROFILE", "smoke")
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,79 @@
+"""Execute lesson notebooks in place and strip what makes diffs noisy.
+
+    python tools/nbtool.py execute notebooks/01_exploding_vanishing.ipynb [--profile cpu]
+    python tools/nbtool.py clean notebooks/*.ipynb
+
+``execute`` runs the notebook with papermill (headless, so sliders fall back to static figures),
+then ``clean`` keeps outputs (they are worth reading on the web, and nbval compares the
+``# NBVAL_CHECK_OUTPUT`` cells against them) but drops execution counts, papermill/widget
+metadata and pins the kernel to ``python3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+
+KEEP_CELL_METADATA = ("tags",)
+
+
+def clean(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    for cell in nb.cells:
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
+        cell.pop("id", None)
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            for out in cell.outputs:
+                if "execution_count" in out:
+                    out.execution_count = None
+                out.get("metadata", {}).pop("papermill", None)
+                data = out.get("data", {})
+                data.pop("application/vnd.jupyter.widget-view+json", None)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nbformat.validator.normalize(nb)
+    nbformat.write(nb, path)
+
+
+def execute(path: Path, profile: str, timeout: int) -> None:
+    import papermill
+
+    os.environ["GRADKIT_HEADLESS"] = "1"
+    os.environ["GRADKIT_PROFILE"] = profile
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    papermill.execute_notebook(
+        str(path), str(path), cwd=str(path.parent), kernel_name="python3",
+        execution_timeout=timeout, progress_bar=False,
+    )
+    clean(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("execute", help="run notebooks in place with papermill, then clean them")
+    ex.add_argument("notebooks", nargs="+", type=Path)
+    ex.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "full"))
+    ex.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    cl = sub.add_parser("clean", help="strip execution counts and metadata")
+    cl.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for nb in args.notebooks:
+        if args.command == "execute":
+            execute(nb, args.profile, args.timeout)
+        else:
+            clean(nb)
+        print(f"{args.command}: {nb}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
