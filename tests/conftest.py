@@ -6,3 +6,5 @@ import os
 os.environ["GRADKIT_HEADLESS"] = "1"
 os.environ.setdefault("GRADKIT_PROFILE", "smoke")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# No test opens a network connection: the doctor's download probe and the dataset download stay off.
+os.environ["GRADKIT_OFFLINE"] = "1"

@@ -1,0 +1,46 @@
+# gradkit: two commands on a fresh machine (Python >= 3.10 and pip): `make report`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.gradkit-installed
+PROFILE ?=
+PYTEST_ARGS ?=
+
+.PHONY: all install report test lab doctor bench notebooks clean
+
+all: install
+
+install: $(STAMP)
+
+# Rebuilt only when the dependencies change; `make` alone is safe to repeat.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Execute every lesson with papermill into reports/ (.ipynb + .html + index.html).
+report: $(STAMP)
+	$(BIN)/python -m gradkit report --out reports $(if $(PROFILE),--profile $(PROFILE))
+
+# Unit tests, doctests and every notebook under nbval (only `# NBVAL_CHECK_OUTPUT` cells are compared).
+test: $(STAMP)
+	GRADKIT_HEADLESS=1 MPLBACKEND=Agg $(BIN)/python -m pytest tests gradkit notebooks \
+		--doctest-modules --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
+		--durations=15 -p no:cacheprovider $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+doctor: $(STAMP)
+	$(BIN)/python -m gradkit doctor
+
+bench: $(STAMP)
+	$(BIN)/python bench/clip_overhead.py
+	$(BIN)/python bench/train_throughput.py
+
+# Re-execute the lessons in place (cpu profile) so the stored outputs are fresh.
+notebooks: $(STAMP)
+	$(BIN)/python tools/nbtool.py execute notebooks/[0-9][0-9]_*.ipynb --profile $(or $(PROFILE),cpu)
+
+clean:
+	rm -rf reports .pytest_cache build *.egg-info

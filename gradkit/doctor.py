@@ -1,0 +1,140 @@
+"""``python -m gradkit doctor``: is this machine ready for the lessons?
+
+Each check prints ``[OK]`` or ``[FAIL]`` with what it found and, on a failure, the one-line fix.
+The command exits non-zero when any check fails, so scripts can stop early.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+MIN_PYTHON = (3, 10)
+CIFAR10_HOST = ("www.cs.toronto.edu", 443)
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = "[OK]  " if self.ok else "[FAIL]"
+        text = f"{mark} {self.name}: {self.detail}"
+        return text if self.ok or not self.fix else f"{text}\n       fix: {self.fix}"
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    ok = sys.version_info[:2] >= MIN_PYTHON
+    return Check("Python", ok, version, "install Python >= 3.10 and re-run `make`")
+
+
+def _module_check(name: str, module: str, fix: str) -> Check:
+    try:
+        mod = importlib.import_module(module)
+    except Exception as err:  # any import failure is the user's problem to see, not a crash
+        return Check(name, False, f"cannot import {module} ({type(err).__name__}: {err})", fix)
+    return Check(name, True, getattr(mod, "__version__", "installed"))
+
+
+def check_torch() -> Check:
+    return _module_check("torch", "torch", "run `make` (it installs the kit with `pip install -e '.[dev]'`)")
+
+
+def check_torchvision() -> Check:
+    return _module_check("torchvision", "torchvision", "run `make`, or `pip install torchvision` matching your torch")
+
+
+def check_device() -> Check:
+    try:
+        from .runtime import device_name, resolve_device
+    except Exception as err:
+        return Check("device", False, f"torch unusable ({err})", "fix the torch check first")
+    dev = resolve_device("auto")
+    note = "" if dev.type == "cuda" else " (no GPU found: lessons use the CPU-sized `cpu` profile)"
+    return Check("device", True, f"{dev.type}: {device_name(dev)}{note}")
+
+
+def _host_reachable(host: tuple[str, int], timeout: float = 3.0) -> bool:
+    # GRADKIT_OFFLINE=1 skips the probe: offline machines and the test suite make no connection at all.
+    if os.environ.get("GRADKIT_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection(host, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_cifar10(reachable: Callable[[], bool] = lambda: _host_reachable(CIFAR10_HOST)) -> Check:
+    from .data import find_cifar10
+
+    found = find_cifar10()
+    if found:
+        return Check("CIFAR-10", True, f"found at {found}")
+    if reachable():
+        return Check("CIFAR-10", True, "not on disk yet; torchvision will download it (170 MB) on first use")
+    return Check(
+        "CIFAR-10", False, "not found and the download server cannot be reached",
+        "set GRADKIT_DATA to a folder holding cifar-10-batches-py/, train/ and test/ image folders, "
+        "or a .tar.gz of them",
+    )
+
+
+def check_kernel() -> Check:
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        specs = KernelSpecManager().find_kernel_specs()
+    except Exception as err:
+        return Check("Jupyter kernel", False, f"jupyter_client unusable ({err})", "run `make` to install the dev extras")
+    if "python3" not in specs:
+        return Check("Jupyter kernel", False, "no 'python3' kernel", "run `python -m ipykernel install --user`")
+    return Check("Jupyter kernel", True, f"python3 at {specs['python3']}")
+
+
+def check_widgets() -> Check:
+    widgets = _module_check("ipywidgets", "ipywidgets", "run `make` (installs ipywidgets)")
+    if not widgets.ok:
+        return widgets
+    front = _module_check("ipywidgets front-end", "jupyterlab_widgets", "pip install jupyterlab_widgets")
+    if not front.ok:
+        return Check("ipywidgets front-end", False, "ipywidgets installed but JupyterLab's widget extension is missing",
+                     front.fix)
+    return Check("ipywidgets front-end", True, f"ipywidgets {widgets.detail}, jupyterlab_widgets {front.detail}")
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (
+    check_python, check_torch, check_torchvision, check_device, check_cifar10, check_kernel, check_widgets,
+)
+
+
+def run_checks(checks: tuple[Callable[[], Check], ...] = CHECKS) -> list[Check]:
+    """Run every check; a check that crashes is reported as a failure rather than stopping the rest."""
+    results = []
+    for check in checks:
+        try:
+            results.append(check())
+        except Exception as err:
+            name = check.__name__.removeprefix("check_")
+            results.append(Check(name, False, f"check crashed: {type(err).__name__}: {err}", "report this as a bug"))
+    return results
+
+
+def doctor(checks: tuple[Callable[[], Check], ...] = CHECKS) -> int:
+    """Print the report; return 0 when every check passed, else 1."""
+    results = run_checks(checks)
+    for result in results:
+        print(result.line())
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} OK, {failed} FAIL" + ("" if failed else ": ready for the lessons"))
+    return 1 if failed else 0
