@@ -27,9 +27,11 @@ def clean(path: Path) -> None:
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
     }
-    for cell in nb.cells:
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for number, cell in enumerate(nb.cells):
         cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
-        cell.pop("id", None)
+        # Stable ids: random ones would change on every run and make diffs noisy.
+        cell.id = f"cell-{number:02d}"
         if cell.cell_type == "code":
             cell.execution_count = None
             for out in cell.outputs:
@@ -38,8 +40,6 @@ def clean(path: Path) -> None:
                 out.get("metadata", {}).pop("papermill", None)
                 data = out.get("data", {})
                 data.pop("application/vnd.jupyter.widget-view+json", None)
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    nbformat.validator.normalize(nb)
     nbformat.write(nb, path)
 
 
