@@ -1,0 +1,574 @@
+"""Gradient clipping: small, exact, and without host synchronisation.
+
+Clipping bounds the size of one update. It does not cure vanishing gradients (it only ever
+scales gradients *down*), it is not data augmentation, and it does not shrink the model.
+
+Every function takes ``params``: an ``nn.Module``, a tensor, an iterable of tensors, or an
+iterable of ``(name, tensor)`` pairs. Parameters whose ``.grad`` is None are skipped, gradients
+are changed in place, and the :class:`ClipResult` holds 0-d tensors on the gradients' device
+(the CPU when there are no gradients), so nothing waits for the GPU until you read a number.
+
+- :func:`grad_norm`: ||g||_p over all gradients, read-only.
+- :func:`clip_grad_value`: g_i <- clamp(g_i, -c, c).
+- :func:`clip_grad_norm`: g <- g * min(1, c / (||g||_p + 1e-6)), one norm for all gradients.
+- :func:`clip_grad_norm_per_tensor`: the same for each tensor on its own.
+- :func:`clip_grad_scaled_value`: g_i <- clamp(g_i, -c/sqrt(n), c/sqrt(n)).
+- :func:`adaptive_clip_grad`: unit-wise clipping relative to the weights (AGC, NFNets).
+- :class:`AutoClip`: norm clipping at a percentile of the norms seen so far.
+- :func:`clipper`: ``"norm:1.0"`` and friends -> a :class:`Clipper` that the trainer, the
+  widgets and papermill parameters share.
+
+>>> w = torch.zeros(2, requires_grad=True)
+>>> w.grad = torch.tensor([3.0, 4.0])
+>>> r = clip_grad_norm(w, max_norm=1.0)
+>>> r.norm_before, w.grad, bool(r.clipped)
+(tensor(5.), tensor([0.6000, 0.8000]), True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+Params = Union[nn.Module, Tensor, Iterable[Tensor], Iterable[tuple[str, Tensor]]]
+Threshold = Union[float, Tensor]
+
+METHODS = ("none", "value", "norm", "norm_inf", "tensor_norm", "scaled_value", "agc", "auto")
+SPECS = ("none", "value:<c>", "norm:<c>", "norm_inf:<c>", "tensor_norm:<c>", "scaled_value:<c>", "agc:<lambda>", "auto:<percentile>")
+
+# torch.nn.utils.clip_grad_norm_ divides by (norm + 1e-6); the same constant keeps results equal.
+NORM_EPS = 1e-6
+# The NFNets reference code divides by max(||G_i||, 1e-6).
+AGC_GRAD_EPS = 1e-6
+
+
+@dataclass
+class ClipResult:
+    """What one clipping call did, as 0-d tensors on the gradients' device.
+
+    ``threshold`` is the bound that was applied: c for norm methods, the element bound for value
+    methods (c/sqrt(n) for scaled value), nan for AGC (one bound per unit), the percentile value
+    for AutoClip, inf for no clipping. ``clipped_fraction`` is the share of tensors that were
+    scaled (all or none for global norm clipping) or, for value methods, of elements that were
+    outside the range.
+    """
+
+    norm_before: Tensor
+    norm_after: Tensor
+    threshold: Tensor
+    clipped_fraction: Tensor
+
+    @property
+    def clipped(self) -> Tensor:
+        """0-d bool tensor: did clipping change anything?"""
+        return self.clipped_fraction > 0
+
+
+class _DeviceBuffer:
+    """Rows appended on the device without a host sync (the storage doubles when full)."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._capacity = capacity
+        self._data: Optional[Tensor] = None
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, *parts: Tensor) -> None:
+        """Append one row: a tensor, or several stacked into the row (one kernel either way)."""
+        if self._data is None:
+            first = torch.stack(parts) if len(parts) > 1 else parts[0]
+            self._data = first.new_empty((self._capacity, *first.shape))
+        elif self._n == len(self._data):
+            grown = self._data.new_empty((2 * len(self._data), *self._data.shape[1:]))
+            grown[: self._n].copy_(self._data)
+            self._data = grown
+        if len(parts) > 1:
+            torch.stack(parts, out=self._data[self._n])
+        else:
+            self._data[self._n].copy_(parts[0])
+        self._n += 1
+
+    def values(self) -> Tensor:
+        """The rows appended so far (a view), or an empty CPU tensor."""
+        return self._data[: self._n] if self._data is not None else torch.empty(0)
+
+    def clear(self) -> None:
+        self._data, self._n = None, 0
+
+
+def _named(params: Params) -> list[tuple[Optional[str], Tensor]]:
+    """``params`` as ``(name or None, tensor)`` pairs."""
+    if isinstance(params, nn.Module):
+        return list(params.named_parameters())
+    if isinstance(params, Tensor):
+        return [(None, params)]
+    if isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
+        raise ValueError(f"params must be an nn.Module, a tensor, or an iterable of tensors or (name, tensor) pairs, got {type(params).__name__}")
+    out: list[tuple[Optional[str], Tensor]] = []
+    for item in params:
+        if isinstance(item, Tensor):
+            out.append((None, item))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], Tensor):
+            out.append(item)
+        else:
+            raise ValueError(f"params must hold tensors or (name, tensor) pairs, got an item of type {type(item).__name__}")
+    return out
+
+
+def _grads(params: Params) -> list[Tensor]:
+    tensors = params.parameters() if isinstance(params, nn.Module) else (t for _, t in _named(params))
+    return [t.grad for t in tensors if t.grad is not None]
+
+
+def _device(tensors: list[Tensor]) -> torch.device:
+    return tensors[0].device if tensors else torch.device("cpu")
+
+
+def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor], list[int]]]:
+    """``tensors`` grouped by (device, dtype), with their positions: one foreach launch per group.
+
+    torch's own (C++) grouping, the one ``clip_grad_norm_`` uses, so the Python cost is the same.
+    """
+    if not tensors:
+        return []
+    grouped = _group_tensors_by_device_and_dtype([tensors], with_indices=True)  # type: ignore[list-item]
+    return [(device, group, idx) for (device, _), ([group], idx) in grouped.items()]  # type: ignore[misc]
+
+
+def _norms(tensors: list[Tensor], norm_type: float, device: torch.device) -> Tensor:
+    """(len(tensors),) tensor on ``device``: ||t||_p of each tensor, in the order given."""
+    groups = _groups(tensors)
+    if not groups:
+        return torch.zeros(0, device=device)
+    if len(groups) == 1:
+        return torch.stack(torch._foreach_norm(tensors, norm_type))
+    norms: list[Optional[Tensor]] = [None] * len(tensors)
+    for _, group, idx in groups:
+        for i, n in zip(idx, torch._foreach_norm(group, norm_type)):
+            norms[i] = n.to(device)
+    return torch.stack(norms)  # type: ignore[arg-type]
+
+
+def _total(tensors: list[Tensor], norm_type: float) -> Tensor:
+    """||g||_p of all ``tensors`` concatenated, from the norms of each (as torch computes it)."""
+    return torch.linalg.vector_norm(_norms(tensors, norm_type, _device(tensors)), norm_type)
+
+
+def _mul_(tensors: list[Tensor], coef: Tensor) -> None:
+    """tensors <- tensors * coef, with a 0-d ``coef`` for all or a (len(tensors),) one per tensor."""
+    per_tensor = coef.ndim == 1
+    coefs = coef.unbind() if per_tensor else ()
+    for device, group, idx in _groups(tensors):
+        torch._foreach_mul_(group, [coefs[i].to(device) for i in idx] if per_tensor else coef.to(device))
+
+
+def _full(value: Threshold, like: Tensor) -> Tensor:
+    # torch.full is a fill kernel; torch.tensor(value, device=cuda) would be a blocking copy.
+    if isinstance(value, Tensor):
+        return value.to(like.device, like.dtype)
+    return torch.full((), value, dtype=like.dtype, device=like.device)
+
+
+def _check_threshold(name: str, value: object, *, example: str) -> Threshold:
+    """A finite number > 0 (or a 0-d tensor); checked on the host, once."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.dtype.is_complex or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a finite number > 0 or a one-element real tensor, got a {value.dtype} tensor of shape {tuple(value.shape)}")
+        # A CUDA threshold is not checked here: reading it would wait for the GPU.
+        if value.device.type == "cpu" and not (math.isfinite(float(value)) and float(value) > 0):
+            raise ValueError(f"{name} must be a finite number > 0 (e.g. {example}), got {float(value)!r}")
+        return value.reshape(())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a finite number > 0 (e.g. {example}), got {value!r}")
+    if value == math.inf:
+        raise ValueError(f"{name}=inf clips nothing; it must be a finite number > 0 (e.g. {example}). To only measure, use gradkit.grad_norm(params)")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0 (e.g. {example}), got {value!r}")
+    return float(value)
+
+
+def _check_norm_type(norm_type: object) -> float:
+    p = norm_type
+    if isinstance(p, str) and p.strip().lower() == "inf":
+        return math.inf
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p) or p < 1:
+        raise ValueError(f"norm_type must be a number p >= 1 (1, 2, ...) or float('inf'), got {norm_type!r}")
+    return float(p)
+
+
+def _result(before: Tensor, after: Tensor, threshold: Threshold, fraction: Tensor) -> ClipResult:
+    return ClipResult(before, after, _full(threshold, before), fraction.to(before.dtype))
+
+
+@torch.no_grad()
+def grad_norm(params: Params, norm_type: float = 2.0) -> Tensor:
+    """The total gradient norm ||g||_p = (sum_i |g_i|^p)^(1/p) over every gradient, read-only.
+
+    Use this to log the norm. ``clip_grad_norm_(max_norm=inf)`` "just to log" multiplies every
+    gradient by max_norm / (norm + 1e-6) = inf / inf = nan when the norm is inf.
+
+    >>> w = torch.zeros(2); w.grad = torch.tensor([3.0, -4.0])
+    >>> grad_norm(w), grad_norm(w, 1), grad_norm(w, "inf")
+    (tensor(5.), tensor(7.), tensor(4.))
+    """
+    p = _check_norm_type(norm_type)
+    grads = _grads(params)
+    return _total(grads, p)
+
+
+def _scale_to_norm(grads: list[Tensor], total: Tensor, max_norm: Threshold) -> ClipResult:
+    """g <- g * min(1, c / (total + 1e-6)), always multiplied so that no branch reads the GPU."""
+    coef = torch.clamp(max_norm / (total + NORM_EPS), max=1.0)
+    _mul_(grads, coef)
+    # Norms are homogeneous, ||a g|| = a ||g||: no second pass over the gradients.
+    return _result(total, total * coef, max_norm, coef < 1)
+
+
+@torch.no_grad()
+def clip_grad_norm(params: Params, max_norm: Threshold, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> ClipResult:
+    """Global norm clipping: g <- g * min(1, c / (||g||_p + 1e-6)), ||g||_p over all gradients.
+
+    The direction of the whole gradient is kept and its length capped at c; the numbers equal
+    ``torch.nn.utils.clip_grad_norm_`` (same foreach kernels, same 1e-6). ``norm_type`` is any
+    p >= 1 or inf. With ``error_if_nonfinite=True`` a nan/inf norm raises ``RuntimeError``;
+    that check reads the norm on the host (one sync), as torch's does.
+
+    >>> w = torch.zeros(2); w.grad = torch.tensor([3.0, 4.0])
+    >>> r = clip_grad_norm(w, 1.0)
+    >>> w.grad, r.norm_after
+    (tensor([0.6000, 0.8000]), tensor(1.0000))
+    """
+    c = _check_threshold("max_norm", max_norm, example="1.0")
+    p = _check_norm_type(norm_type)
+    if not isinstance(error_if_nonfinite, bool):
+        raise ValueError(f"error_if_nonfinite must be True or False, got {error_if_nonfinite!r}")
+    grads = _grads(params)
+    total = _total(grads, p)
+    if error_if_nonfinite and not bool(torch.isfinite(total)):
+        raise RuntimeError(
+            f"error_if_nonfinite=True and the total gradient norm (norm_type={p:g}) is {float(total)}, so it cannot "
+            "be clipped; set error_if_nonfinite=False to scale by it anyway"
+        )
+    return _scale_to_norm(grads, total, c)
+
+
+@torch.no_grad()
+def clip_grad_norm_per_tensor(params: Params, max_norm: Threshold, norm_type: float = 2.0) -> ClipResult:
+    """Norm clipping of each tensor on its own: g_t <- g_t * min(1, c / (||g_t||_p + 1e-6)).
+
+    Each tensor keeps its direction but the whole gradient does not: tensors with large
+    gradients are scaled more than the others. ``norm_before``/``norm_after`` are the totals.
+
+    >>> a, b = torch.zeros(2), torch.zeros(1)
+    >>> a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.5])
+    >>> r = clip_grad_norm_per_tensor([a, b], 1.0)
+    >>> a.grad, b.grad, r.clipped_fraction
+    (tensor([0.6000, 0.8000]), tensor([0.5000]), tensor(0.5000))
+    """
+    c = _check_threshold("max_norm", max_norm, example="1.0")
+    p = _check_norm_type(norm_type)
+    grads = _grads(params)
+    norms = _norms(grads, p, _device(grads))
+    coefs = torch.clamp(c / (norms + NORM_EPS), max=1.0)
+    _mul_(grads, coefs)
+    before = torch.linalg.vector_norm(norms, p)
+    after = torch.linalg.vector_norm(norms * coefs, p)
+    fraction = (coefs < 1).float().mean() if grads else torch.zeros_like(before)
+    return _result(before, after, c, fraction)
+
+
+def _clamp_values(grads: list[Tensor], c: Threshold) -> ClipResult:
+    """g_i <- clamp(g_i, -c, c); the fraction counts elements that were outside [-c, c]."""
+    device = _device(grads)
+    before = _total(grads, 2.0)
+    n = sum(g.numel() for g in grads)
+    if n == 0:
+        zero = torch.zeros((), device=device)
+        return _result(before, before, c, zero)
+    outside = torch.stack([torch.count_nonzero(g.abs() > c).to(device) for g in grads]).sum()
+    for _, group, _ in _groups(grads):
+        torch._foreach_clamp_min_(group, -c)
+        torch._foreach_clamp_max_(group, c)
+    after = _total(grads, 2.0)
+    return _result(before, after, c, outside / n)
+
+
+@torch.no_grad()
+def clip_grad_value(params: Params, clip_value: Threshold) -> ClipResult:
+    """Value clipping: g_i <- min(max(g_i, -c), c) for every element, as ``clip_grad_value_``.
+
+    Each element is capped independently, so the direction of the gradient changes whenever
+    some elements are cut and others are not. The norms in the result are 2-norms.
+
+    >>> w = torch.zeros(3); w.grad = torch.tensor([0.05, -2.0, 0.3])
+    >>> r = clip_grad_value(w, 0.1)
+    >>> w.grad, r.clipped_fraction
+    (tensor([ 0.0500, -0.1000,  0.1000]), tensor(0.6667))
+    """
+    c = _check_threshold("clip_value", clip_value, example="0.1")
+    return _clamp_values(_grads(params), c)
+
+
+@torch.no_grad()
+def clip_grad_scaled_value(params: Params, c: Threshold) -> ClipResult:
+    """Value clipping at c/sqrt(n): g_i <- clamp(g_i, -c/sqrt(n), c/sqrt(n)), n = all elements.
+
+    A formula that circulates in tutorials. It does guarantee ||g||_2 <= c, because
+    ||g||^2 = sum_i g_i^2 <= n (c/sqrt(n))^2 = c^2, but it is *not* norm clipping: it caps each
+    element, so it changes the direction, and it usually clips far more than norm clipping at
+    the same c (a gradient of norm c/10 is cut as soon as one element exceeds c/sqrt(n)). The
+    two coincide only in special cases, e.g. when all |g_i| are equal. ``threshold`` in the
+    result is the element bound c/sqrt(n).
+
+    >>> w = torch.zeros(4); w.grad = torch.tensor([1.0, 0.1, 0.1, 0.1])  # ||g|| = 1.01
+    >>> r = clip_grad_scaled_value(w, 1.0)  # bound 1/sqrt(4) = 0.5
+    >>> w.grad, r.threshold
+    (tensor([0.5000, 0.1000, 0.1000, 0.1000]), tensor(0.5000))
+    """
+    c = _check_threshold("c", c, example="1.0")
+    grads = _grads(params)
+    n = sum(g.numel() for g in grads)
+    return _clamp_values(grads, c / math.sqrt(max(n, 1)))
+
+
+def _unit_norms(t: Tensor) -> Tensor:
+    """2-norm of each unit: the slices along dim 0 of a >= 2-d tensor (rows of a Linear weight,
+    output channels of a conv kernel); a 0-d or 1-d tensor is one unit."""
+    flat = t.reshape(t.shape[0], -1) if t.ndim >= 2 else t.reshape(1, -1)
+    return torch.linalg.vector_norm(flat, dim=1)
+
+
+def _excluded_ids(named: list[tuple[Optional[str], Tensor]], exclude: object) -> set[int]:
+    """ids of the tensors that ``exclude`` names: tensors, parameter names or module prefixes."""
+    items = [exclude] if isinstance(exclude, (str, Tensor)) else exclude
+    if not isinstance(items, Iterable):
+        raise ValueError(f"exclude must be parameter names, module names or tensors, got {exclude!r}")
+    names = [(n, t) for n, t in named if n is not None]
+    ids: set[int] = set()
+    for item in items:
+        if isinstance(item, Tensor):
+            ids.add(id(item))
+        elif isinstance(item, str):
+            hits = [t for n, t in names if n == item or n.startswith(item + ".")]
+            if not hits:
+                known = ", ".join(n for n, _ in names[:6]) or "none: pass an nn.Module or (name, tensor) pairs to exclude by name"
+                raise ValueError(f"exclude={item!r} matches no parameter name; accepted: tensors, parameter or module names (here: {known})")
+            ids.update(id(t) for t in hits)
+        else:
+            raise ValueError(f"exclude must hold parameter names, module names or tensors, got an item of type {type(item).__name__}")
+    return ids
+
+
+@torch.no_grad()
+def adaptive_clip_grad(params: Params, clipping: Threshold = 0.01, eps: float = 1e-3, exclude: object = ()) -> ClipResult:
+    """Unit-wise adaptive gradient clipping (AGC; Brock et al. 2021, NFNets).
+
+    For each unit i (a row of a Linear weight, an output channel of a conv kernel: dim 0 of a
+    >= 2-d tensor; a 0-d or 1-d tensor is one unit)::
+
+        max_i = clipping * max(||W_i||, eps)
+        G_i <- G_i * max_i / max(||G_i||, 1e-6)   if ||G_i|| > max_i,  else unchanged
+
+    so no unit's update can be large *relative to its own weights*. The paper leaves the final
+    classifier out: pass its names or tensors in ``exclude`` (``clipper("agc:0.01")`` does that
+    for the last ``nn.Linear`` of a module). Norms in the result are 2-norms; ``threshold`` is nan
+    (one bound per unit); ``clipped_fraction`` is the share of tensors in which some unit was cut.
+
+    >>> w = torch.tensor([[3.0, 4.0], [1.0, 0.0]]); w.grad = torch.tensor([[0.0, 1.0], [0.0, 0.001]])
+    >>> _ = adaptive_clip_grad(w, clipping=0.1)  # row bounds 0.1 * 5 = 0.5 and 0.1 * 1 = 0.1
+    >>> w.grad
+    tensor([[0.0000, 0.5000],
+            [0.0000, 0.0010]])
+    """
+    lam = _check_threshold("clipping", clipping, example="0.01")
+    unit_eps = _check_threshold("eps", eps, example="1e-3")
+    named = _named(params)
+    skip = _excluded_ids(named, exclude)
+    pairs = [(w, w.grad) for _, w in named if w.grad is not None]
+    device = _device([g for _, g in pairs])
+    sq_before, sq_after, changed = [], [], []
+    for w, g in pairs:
+        g_units = _unit_norms(g)
+        sq_before.append(g_units.square().sum().to(device))
+        if id(w) in skip:
+            sq_after.append(sq_before[-1])
+            continue
+        max_units = lam * torch.clamp(_unit_norms(w), min=unit_eps)
+        cut = g_units > max_units
+        coef = torch.where(cut, max_units / torch.clamp(g_units, min=AGC_GRAD_EPS), torch.ones_like(g_units))
+        g.mul_(coef.reshape(g.shape[:1] + (1,) * (g.ndim - 1)) if g.ndim >= 2 else coef.reshape(()))
+        sq_after.append((g_units * coef).square().sum().to(device))
+        changed.append(cut.any().to(device))
+    zero = torch.zeros((), device=device)
+    before = torch.stack(sq_before).sum().sqrt() if pairs else zero
+    after = torch.stack(sq_after).sum().sqrt() if pairs else zero
+    fraction = torch.stack(changed).float().sum() / len(pairs) if changed else zero
+    return _result(before, after, math.nan, fraction)
+
+
+class AutoClip:
+    """AutoClip (Seetharaman et al. 2020): norm clipping at the p-th percentile of all the total
+    gradient 2-norms seen so far, this step's included.
+
+    Each call: append ||g||_2 to the history, c = percentile(history, p) with linear
+    interpolation, then g <- g * min(1, c / (||g|| + 1e-6)). This follows the authors' reference
+    code, which appends the norm, takes ``np.percentile`` (linear interpolation by default) and
+    calls ``clip_grad_norm_``; ``torch.quantile`` interpolates the same way. The history stays on
+    the device in a growing buffer, so no step waits for the host. A nan norm stays in the
+    history and makes later thresholds nan, as in the reference code. Calls with no gradients
+    record nothing.
+
+    >>> auto, w = AutoClip(percentile=50), torch.zeros(1)
+    >>> for g in (1.0, 3.0, 4.0, 2.0):
+    ...     w.grad = torch.tensor([g]); r = auto(w)
+    >>> auto.history, r.threshold, w.grad, bool(r.clipped)  # median 2.5 > 2: not cut
+    (tensor([1., 3., 4., 2.]), tensor(2.5000), tensor([2.]), False)
+    """
+
+    def __init__(self, percentile: float = 10.0) -> None:
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
+            raise ValueError(f"percentile must be a number in [0, 100] (e.g. 10.0), got {percentile!r}")
+        self.percentile = float(percentile)
+        self._history = _DeviceBuffer()
+
+    @property
+    def history(self) -> Tensor:
+        """Every total gradient norm seen so far (a device tensor, oldest first)."""
+        return self._history.values()
+
+    def reset(self) -> None:
+        """Forget the history (for example between two training runs)."""
+        self._history.clear()
+
+    @torch.no_grad()
+    def __call__(self, params: Params) -> ClipResult:
+        grads = _grads(params)
+        total = _total(grads, 2.0)
+        if not grads:
+            return _result(total, total, math.nan, torch.zeros_like(total))
+        self._history.append(total)
+        threshold = torch.quantile(self._history.values(), self.percentile / 100.0)
+        return _scale_to_norm(grads, total, threshold)
+
+    def __repr__(self) -> str:
+        return f"AutoClip(percentile={self.percentile:g}, steps_seen={len(self._history)})"
+
+
+def _last_linear(model: nn.Module) -> list[Tensor]:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return list(linears[-1].parameters()) if linears else []
+
+
+class Clipper:
+    """A clipping method and its threshold, checked once, then called every step.
+
+    ``spec`` is the canonical string (``"norm:1.0"``), ``method`` one of :data:`METHODS`,
+    ``threshold`` a float (None for ``"none"``), ``label`` legend text (``"norm clipping, c=1"``).
+    Calling it clips ``params`` and returns a :class:`ClipResult`; ``"none"`` only measures the
+    2-norm. ``"auto"`` keeps its history in the instance: build it once per training run.
+
+    >>> Clipper("norm", 1.0).spec
+    'norm:1.0'
+    """
+
+    def __init__(self, method: str, threshold: Optional[float] = None) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method={method!r} is not a clipping method; accepted: {', '.join(METHODS)}")
+        if method == "none":
+            if threshold is not None:
+                raise ValueError(f"method='none' takes no threshold, got threshold={threshold!r}")
+            self.threshold: Optional[float] = None
+        elif method == "auto":
+            self._auto = AutoClip(threshold)  # type: ignore[arg-type]
+            self.threshold = self._auto.percentile
+        else:
+            name = "threshold (the AGC clipping lambda)" if method == "agc" else "threshold"
+            example = {"agc": "0.01", "value": "0.1"}.get(method, "1.0")
+            self.threshold = float(_check_threshold(name, threshold, example=example))
+        self.method = method
+        self._fn = self._build()
+
+    def _build(self) -> Callable[[Params], ClipResult]:
+        c = self.threshold
+        if self.method == "none":
+            return _measure_only
+        if self.method == "agc":
+            return lambda p: adaptive_clip_grad(p, c, exclude=_last_linear(p) if isinstance(p, nn.Module) else ())  # type: ignore[arg-type]
+        if self.method == "auto":
+            return self._auto
+        fns: dict[str, Callable[[Params], ClipResult]] = {
+            "value": lambda p: clip_grad_value(p, c),  # type: ignore[arg-type]
+            "norm": lambda p: clip_grad_norm(p, c),  # type: ignore[arg-type]
+            "norm_inf": lambda p: clip_grad_norm(p, c, norm_type=math.inf),  # type: ignore[arg-type]
+            "tensor_norm": lambda p: clip_grad_norm_per_tensor(p, c),  # type: ignore[arg-type]
+            "scaled_value": lambda p: clip_grad_scaled_value(p, c),  # type: ignore[arg-type]
+        }
+        return fns[self.method]
+
+    @property
+    def spec(self) -> str:
+        return "none" if self.threshold is None else f"{self.method}:{self.threshold!r}"
+
+    @property
+    def label(self) -> str:
+        # Imported here so that clipping does not pull in matplotlib.
+        from gradkit.plots import spec_label
+
+        return spec_label(self.spec)
+
+    def __call__(self, params: Params) -> ClipResult:
+        return self._fn(params)
+
+    def __repr__(self) -> str:
+        return f"Clipper({self.spec!r})"
+
+
+def _measure_only(params: Params) -> ClipResult:
+    norm = grad_norm(params)
+    return _result(norm, norm, math.inf, torch.zeros_like(norm))
+
+
+def clipper(spec: Union[str, float, None, Clipper] = "none") -> Clipper:
+    """Build a :class:`Clipper` from a spec: ``"none"``, ``"value:0.1"``, ``"norm:1.0"``,
+    ``"norm_inf:1.0"``, ``"tensor_norm:1.0"``, ``"scaled_value:1.0"``, ``"agc:0.01"``,
+    ``"auto:10"``; a number means ``"norm:<number>"``, None means ``"none"``, a Clipper is
+    returned as it is (AutoClip keeps its history).
+
+    >>> clipper("norm:1"), clipper(0.5).spec, clipper(None).label
+    (Clipper('norm:1.0'), 'norm:0.5', 'no clipping')
+    """
+    if isinstance(spec, Clipper):
+        return spec
+    if spec is None:
+        return Clipper("none")
+    accepted = f"accepted specs: {', '.join(SPECS)}, a number (= norm) or None"
+    if isinstance(spec, bool) or not isinstance(spec, (str, int, float)):
+        raise ValueError(f"spec={spec!r} is not a clipping spec; {accepted}")
+    if not isinstance(spec, str):
+        method, value = "norm", str(spec)
+    else:
+        method, sep, value = spec.strip().partition(":")
+        method = method.strip().lower()
+        if method not in METHODS:
+            raise ValueError(f"spec={spec!r}: unknown clipping method {method!r}; {accepted}")
+        if method == "none":
+            if sep:
+                raise ValueError(f"spec={spec!r}: 'none' takes no threshold; {accepted}")
+            return Clipper("none")
+        if not value.strip():
+            raise ValueError(f"spec={spec!r} needs a threshold after ':'; {accepted}")
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ValueError(f"spec={spec!r}: the threshold {value.strip()!r} is not a number; {accepted}") from None
+    try:
+        return Clipper(method, threshold)
+    except ValueError as err:
+        raise ValueError(f"spec={spec!r}: {err}") from None

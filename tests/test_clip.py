@@ -1,0 +1,619 @@
+"""gradkit.clip against torch.nn.utils and against hand computations of each formula."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gradkit
+from gradkit.clip import (
+    METHODS,
+    AutoClip,
+    Clipper,
+    ClipResult,
+    adaptive_clip_grad,
+    clip_grad_norm,
+    clip_grad_norm_per_tensor,
+    clip_grad_scaled_value,
+    clip_grad_value,
+    clipper,
+    grad_norm,
+)
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+NORM_TYPES = [1.0, 2.0, math.inf]
+RTOL = 1e-6
+
+
+def small_model(seed: int, device: str = "cpu") -> nn.Module:
+    """A conv + two linears with real gradients from one backward pass."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 10)).to(device)
+    x = torch.randn(8, 3, 8, 8, device=device)
+    y = torch.randint(0, 10, (8,), device=device)
+    nn.functional.cross_entropy(model(x), y).backward()
+    return model
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """A deep copy with the gradients (``deepcopy`` of a Parameter drops ``.grad``)."""
+    twin = copy.deepcopy(model)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        q.grad = None if p.grad is None else p.grad.clone()
+    return twin
+
+
+def twins(seed: int, scale: float = 1.0, device: str = "cpu") -> tuple[nn.Module, nn.Module]:
+    """Two identical models with identical gradients scaled by ``scale``."""
+    a = small_model(seed, device)
+    for p in a.parameters():
+        p.grad.mul_(scale)
+    return a, clone(a)
+
+
+def grads(model: nn.Module) -> list[torch.Tensor]:
+    return [p.grad for p in model.parameters() if p.grad is not None]
+
+
+def assert_grads_close(a: nn.Module, b: nn.Module, rtol: float = RTOL) -> None:
+    for ga, gb in zip(grads(a), grads(b)):
+        scale = gb.abs().max().clamp(min=1e-30)
+        assert torch.allclose(ga, gb, rtol=rtol, atol=float(scale) * rtol), float((ga - gb).abs().max())
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs() / b.double().abs().clamp(min=1e-30))
+
+
+def flat(model_or_tensors) -> torch.Tensor:
+    tensors = grads(model_or_tensors) if isinstance(model_or_tensors, nn.Module) else model_or_tensors
+    return torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+
+
+# --- global norm clipping: equal to torch.nn.utils.clip_grad_norm_ -------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("scale,acts", [(1e3, True), (1e-4, False)])
+def test_clip_grad_norm_matches_torch(device, norm_type, seed, scale, acts):
+    ours, theirs = twins(seed, scale, device)
+    c = 0.5
+    result = clip_grad_norm(ours.parameters(), c, norm_type=norm_type)
+    total = torch.nn.utils.clip_grad_norm_(theirs.parameters(), c, norm_type=norm_type)
+    assert rel(result.norm_before, total) < RTOL
+    assert_grads_close(ours, theirs)
+    assert bool(result.clipped) is acts
+    assert float(result.clipped_fraction) == (1.0 if acts else 0.0)
+    # the result's norm_after is computed, not measured: check it against a fresh measurement
+    measured = torch.linalg.vector_norm(flat(ours), norm_type)
+    assert rel(result.norm_after, measured) < 1e-5
+    assert rel(result.norm_after, torch.clamp(result.norm_before, max=c)) < 1e-5
+    assert float(result.threshold) == c
+    for t in (result.norm_before, result.norm_after, result.threshold, result.clipped_fraction):
+        assert t.device.type == device and t.ndim == 0
+
+
+@pytest.mark.parametrize("norm_type", [1.5, 3.0])
+def test_clip_grad_norm_other_p_matches_torch(norm_type):
+    ours, theirs = twins(3, 100.0)
+    result = clip_grad_norm(ours, 1.0, norm_type=norm_type)
+    total = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0, norm_type=norm_type)
+    assert rel(result.norm_before, total) < RTOL
+    assert_grads_close(ours, theirs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_clip_grad_norm_mixed_none_grads(device):
+    ours, theirs = twins(4, 50.0, device)
+    for m in (ours, theirs):
+        m[0].weight.grad = None
+        m[5].bias.grad = None
+    result = clip_grad_norm(ours, 1.0)
+    total = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+    assert rel(result.norm_before, total) < RTOL
+    assert ours[0].weight.grad is None and ours[5].bias.grad is None
+    assert_grads_close(ours, theirs)
+
+
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_mixed_dtypes_are_grouped_like_torch(norm_type):
+    torch.manual_seed(25)
+    tensors = [torch.zeros(4, 3, dtype=torch.float64), torch.zeros(5), torch.zeros(2, dtype=torch.float64), torch.zeros(6)]
+    for t in tensors:
+        t.grad = torch.randn(t.shape, dtype=t.dtype) * 10
+    twin = [t.clone() for t in tensors]
+    for t, u in zip(tensors, twin):
+        u.grad = t.grad.clone()
+    result = clip_grad_norm(tensors, 1.0, norm_type=norm_type)
+    total = torch.nn.utils.clip_grad_norm_(twin, 1.0, norm_type=norm_type)
+    assert rel(result.norm_before, total) < RTOL and result.norm_before.dtype == total.dtype
+    for t, u in zip(tensors, twin):
+        assert t.grad.dtype == u.grad.dtype and torch.allclose(t.grad, u.grad, rtol=RTOL, atol=0)
+    per = [t.clone() for t in twin]
+    for t, u in zip(per, twin):
+        t.grad = u.grad * 100
+    expected = [t.grad * min(1.0, 0.5 / (float(torch.linalg.vector_norm(t.grad, norm_type)) + 1e-6)) for t in per]
+    clip_grad_norm_per_tensor(per, 0.5, norm_type=norm_type)
+    for t, e in zip(per, expected):
+        assert torch.allclose(t.grad, e, rtol=1e-6, atol=0)
+
+
+def test_clip_grad_norm_zero_grads_untouched():
+    ours, theirs = twins(5, 0.0)
+    result = clip_grad_norm(ours, 1.0)
+    torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+    assert float(result.norm_before) == 0.0 and float(result.norm_after) == 0.0
+    assert not bool(result.clipped)
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads(ours))
+    assert_grads_close(ours, theirs)
+
+
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_clip_grad_norm_single_tensor(norm_type):
+    torch.manual_seed(6)
+    a = torch.zeros(5, 7, requires_grad=True)
+    a.grad = torch.randn(5, 7) * 10
+    b = a.detach().clone().requires_grad_()
+    b.grad = a.grad.clone()
+    result = clip_grad_norm(a, 2.0, norm_type=norm_type)
+    total = torch.nn.utils.clip_grad_norm_(b, 2.0, norm_type=norm_type)
+    assert rel(result.norm_before, total) < RTOL
+    assert torch.allclose(a.grad, b.grad, rtol=RTOL, atol=0)
+
+
+def test_clip_grad_norm_empty_list_and_no_grads():
+    for params in ([], [torch.zeros(3, requires_grad=True)], iter([])):
+        result = clip_grad_norm(params, 1.0)
+        assert float(result.norm_before) == 0.0 and float(result.norm_after) == 0.0
+        assert not bool(result.clipped) and result.norm_before.device.type == "cpu"
+    assert float(torch.nn.utils.clip_grad_norm_([], 1.0)) == 0.0
+
+
+def test_params_as_module_pairs_list_and_generator_agree():
+    base = small_model(7)
+    for p in base.parameters():
+        p.grad.mul_(30.0)
+    reference = clone(base)
+    expected = clip_grad_norm(reference, 1.0)
+    for make in (lambda m: m.parameters(), lambda m: list(m.parameters()), lambda m: list(m.named_parameters()), lambda m: m.named_parameters()):
+        model = clone(base)
+        result = clip_grad_norm(make(model), 1.0)
+        assert rel(result.norm_before, expected.norm_before) < RTOL
+        assert_grads_close(model, reference)
+
+
+def test_tensor_threshold_equals_float_threshold():
+    ours, theirs = twins(8, 100.0)
+    a = clip_grad_norm(ours, torch.tensor(0.3))
+    b = clip_grad_norm(theirs, 0.3)
+    assert rel(a.norm_after, b.norm_after) < RTOL
+    assert_grads_close(ours, theirs)
+
+
+def test_error_if_nonfinite():
+    for bad in (math.inf, math.nan):
+        model = small_model(9)
+        model[3].weight.grad[0, 0] = bad
+        with pytest.raises(RuntimeError, match="error_if_nonfinite"):
+            clip_grad_norm(model, 1.0, error_if_nonfinite=True)
+    # without the check, inf is scaled like torch does: coef = c / inf = 0, and 0 * inf = nan
+    ours, theirs = twins(9)
+    for m in (ours, theirs):
+        m[3].weight.grad[0, 0] = math.inf
+    result = clip_grad_norm(ours, 1.0)
+    torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+    assert math.isinf(float(result.norm_before)) and bool(result.clipped)
+    for ga, gb in zip(grads(ours), grads(theirs)):
+        assert torch.equal(ga.isnan(), gb.isnan()) and torch.equal(ga.nan_to_num(), gb.nan_to_num())
+
+
+# --- grad_norm is read-only ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0, math.inf])
+def test_grad_norm_value(norm_type):
+    model = small_model(10)
+    expected = torch.linalg.vector_norm(flat(model).double(), norm_type)
+    assert rel(grad_norm(model, norm_type), expected) < 1e-5
+    assert rel(grad_norm(model, norm_type), torch.nn.utils.get_total_norm(grads(model), norm_type)) < RTOL
+
+
+def test_grad_norm_does_not_touch_gradients():
+    model = small_model(11)
+    model[0].weight.grad[0, 0, 0, 0] = math.nan
+    model[3].weight.grad[0, 0] = math.inf
+    before = [g.clone() for g in grads(model)]
+    assert all(math.isnan(float(grad_norm(model, p))) for p in (1.0, 2.0, math.inf))  # nan wins over inf
+    for g, b in zip(grads(model), before):
+        assert torch.equal(g.isnan(), b.isnan())
+        assert torch.equal(g.nan_to_num(), b.nan_to_num())  # bit-for-bit on the finite entries
+    assert bool(model[0].weight.grad[0, 0, 0, 0].isnan()) and bool(model[3].weight.grad[0, 0].isinf())
+    # the pitfall grad_norm avoids: clip_grad_norm_(max_norm=inf) "to log" writes nan into the gradients
+    torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)
+    assert bool(model[3].weight.grad.isnan().any())
+
+
+# --- value clipping: equal to torch.nn.utils.clip_grad_value_ -------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("clip_value", [1e-3, 1e3])
+def test_clip_grad_value_matches_torch(device, seed, clip_value):
+    ours, theirs = twins(seed, 1.0, device)
+    g = flat(ours)
+    outside = int((g.abs() > clip_value).sum())
+    norm_before = torch.linalg.vector_norm(g)
+    result = clip_grad_value(ours, clip_value)
+    torch.nn.utils.clip_grad_value_(theirs.parameters(), clip_value)
+    assert_grads_close(ours, theirs, rtol=0.0)
+    assert float(result.clipped_fraction) == pytest.approx(outside / g.numel(), rel=1e-6)
+    assert bool(result.clipped) is (outside > 0)
+    assert rel(result.norm_before, norm_before) < 1e-5
+    assert rel(result.norm_after, torch.linalg.vector_norm(flat(ours))) < 1e-5
+    assert float(result.threshold) == pytest.approx(clip_value)
+    assert result.norm_before.device.type == device
+
+
+def test_clip_grad_value_none_grads_single_tensor_empty():
+    ours, theirs = twins(12)
+    for m in (ours, theirs):
+        m[3].weight.grad = None
+    clip_grad_value(ours, 0.01)
+    torch.nn.utils.clip_grad_value_(theirs.parameters(), 0.01)
+    assert ours[3].weight.grad is None
+    assert_grads_close(ours, theirs, rtol=0.0)
+    t = torch.zeros(4, requires_grad=True)
+    t.grad = torch.tensor([0.5, -3.0, 0.0, 2.0])
+    result = clip_grad_value(t, 1.0)
+    assert torch.equal(t.grad, torch.tensor([0.5, -1.0, 0.0, 1.0]))
+    assert float(result.clipped_fraction) == 0.5
+    empty = clip_grad_value([], 1.0)
+    assert float(empty.clipped_fraction) == 0.0 and float(empty.norm_before) == 0.0
+
+
+# --- per-tensor norm clipping and scaled value clipping: hand computations -------------------------
+
+
+def test_clip_grad_norm_per_tensor_by_hand():
+    model = small_model(13)
+    model[3].weight.grad.mul_(1e3)  # only this tensor exceeds c
+    before = [g.clone() for g in grads(model)]
+    c = 0.05
+    norms = [float(torch.linalg.vector_norm(b)) for b in before]
+    result = clip_grad_norm_per_tensor(model, c)
+    for g, b, n in zip(grads(model), before, norms):
+        expected = b * min(1.0, c / (n + 1e-6))
+        assert torch.allclose(g, expected, rtol=1e-6, atol=0)
+    assert float(result.clipped_fraction) == pytest.approx(sum(n > c for n in norms) / len(norms))
+    assert rel(result.norm_before, torch.linalg.vector_norm(torch.tensor(norms))) < 1e-6
+    after = [min(n, c * n / (n + 1e-6)) if n > c else n for n in norms]
+    assert rel(result.norm_after, torch.linalg.vector_norm(torch.tensor(after))) < 1e-5
+    assert rel(result.norm_after, torch.linalg.vector_norm(flat(model))) < 1e-5
+
+
+def test_clip_grad_norm_per_tensor_inf_norm_and_empty():
+    a = torch.zeros(3, requires_grad=True)
+    a.grad = torch.tensor([1.0, -8.0, 2.0])
+    result = clip_grad_norm_per_tensor([a], 2.0, norm_type=math.inf)
+    assert torch.allclose(a.grad, torch.tensor([1.0, -8.0, 2.0]) * 2.0 / (8.0 + 1e-6))
+    assert float(result.norm_before) == 8.0
+    empty = clip_grad_norm_per_tensor([], 1.0)
+    assert float(empty.norm_before) == 0.0 and float(empty.clipped_fraction) == 0.0
+
+
+def test_clip_grad_scaled_value_bound_and_relation_to_norm_clipping():
+    model = small_model(14)
+    for p in model.parameters():
+        p.grad.mul_(10.0)
+    n = flat(model).numel()
+    c = 1.0
+    reference = clone(model)
+    result = clip_grad_scaled_value(model, c)
+    same = clip_grad_value(reference, c / math.sqrt(n))
+    assert_grads_close(model, reference, rtol=0.0)
+    assert float(result.threshold) == pytest.approx(c / math.sqrt(n), rel=1e-6)
+    assert float(result.clipped_fraction) == pytest.approx(float(same.clipped_fraction))
+    assert float(torch.linalg.vector_norm(flat(model))) <= c * (1 + 1e-6)  # the guarantee ||g|| <= c
+    # the special case where it equals norm clipping: every |g_i| equal
+    t = torch.zeros(16, requires_grad=True)
+    t.grad = torch.full((16,), 2.0) * torch.tensor([1.0, -1.0]).repeat(8)
+    u = t.detach().clone().requires_grad_()
+    u.grad = t.grad.clone()
+    clip_grad_scaled_value(t, 1.0)
+    clip_grad_norm(u, 1.0)
+    assert torch.allclose(t.grad, u.grad, rtol=1e-5)
+
+
+def test_scaled_value_clips_more_than_norm_clipping():
+    # one large element, the rest small: ||g|| = 0.5 < c = 1, norm clipping leaves it alone
+    t = torch.zeros(100, requires_grad=True)
+    t.grad = torch.full((100,), 0.01)
+    t.grad[0] = 0.49
+    assert not bool(clip_grad_norm([t], 1.0).clipped)
+    result = clip_grad_scaled_value([t], 1.0)
+    assert bool(result.clipped) and float(t.grad[0]) == pytest.approx(0.1)
+
+
+# --- AGC: hand computation of max_i = lambda * max(||W_i||, eps) ----------------------------------
+
+
+def agc_by_hand(w: torch.Tensor, g: torch.Tensor, lam: float, eps: float) -> torch.Tensor:
+    units = [w.reshape(1, -1)] if w.ndim <= 1 else list(w.reshape(w.shape[0], -1))
+    g_units = [g.reshape(1, -1)] if g.ndim <= 1 else list(g.reshape(g.shape[0], -1))
+    out = []
+    for wi, gi in zip(units, g_units):
+        wn = math.sqrt(float((wi.double() ** 2).sum()))
+        gn = math.sqrt(float((gi.double() ** 2).sum()))
+        max_i = lam * max(wn, eps)
+        out.append(gi * (max_i / max(gn, 1e-6)) if gn > max_i else gi)
+    return torch.cat([o.reshape(-1) for o in out]).reshape(g.shape)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("lam", [0.01, 0.3])
+def test_adaptive_clip_grad_by_hand(device, lam):
+    model = small_model(15, device)
+    model[3].bias.data.zero_()  # zero weights: the eps floor decides
+    for p in model.parameters():
+        p.grad.mul_(5.0)
+    expected = [agc_by_hand(p.detach(), p.grad, lam, 1e-3) for p in model.parameters()]
+    changed = [not torch.equal(e, p.grad) for e, p in zip(expected, model.parameters())]
+    before = torch.linalg.vector_norm(flat(model))
+    result = adaptive_clip_grad(model, clipping=lam)
+    for p, e in zip(model.parameters(), expected):
+        assert torch.allclose(p.grad, e, rtol=1e-5, atol=1e-12)
+    assert rel(result.norm_before, before) < 1e-5
+    assert rel(result.norm_after, torch.linalg.vector_norm(flat(model))) < 1e-5
+    assert float(result.clipped_fraction) == pytest.approx(sum(changed) / len(changed))
+    assert math.isnan(float(result.threshold))
+    assert result.norm_before.device.type == device
+
+
+def test_adaptive_clip_grad_scalar_and_vector_are_one_unit():
+    s = torch.tensor(2.0, requires_grad=True)
+    s.grad = torch.tensor(5.0)
+    v = torch.tensor([3.0, 4.0], requires_grad=True)
+    v.grad = torch.tensor([1.0, 1.0])
+    adaptive_clip_grad([s, v], clipping=0.1)
+    assert float(s.grad) == pytest.approx(0.2)  # 0.1 * |2|
+    assert torch.allclose(v.grad, torch.tensor([1.0, 1.0]) * 0.5 / math.sqrt(2))  # 0.1 * ||(3, 4)||
+
+
+def test_adaptive_clip_grad_exclude_by_name_module_and_tensor():
+    base = small_model(16)
+    for p in base.parameters():
+        p.grad.mul_(100.0)
+    expected_fc1 = agc_by_hand(base[3].weight.detach(), base[3].weight.grad, 0.01, 1e-3)
+    assert not torch.equal(expected_fc1, base[3].weight.grad)  # the layer that is not excluded is cut
+    excludes = [lambda m: "5", lambda m: ["5.weight", "5.bias"], lambda m: [m[5].weight, m[5].bias], lambda m: m[5].weight]
+    for exclude in excludes:
+        model = clone(base)
+        adaptive_clip_grad(model, 0.01, exclude=exclude(model))
+        assert torch.equal(model[5].weight.grad, base[5].weight.grad)
+        assert torch.allclose(model[3].weight.grad, expected_fc1, rtol=1e-5)
+    model = clone(base)
+    adaptive_clip_grad(model, 0.01, exclude=model[5].weight)
+    assert not torch.equal(model[5].bias.grad, base[5].bias.grad)  # only the weight was excluded
+    model = clone(base)
+    result = clipper("agc:0.01")(model)  # on a module the last nn.Linear is left out, as in NFNets
+    changed = [not torch.equal(p.grad, q.grad) for p, q in zip(model.parameters(), base.parameters())]
+    assert float(result.clipped_fraction) == pytest.approx(sum(changed) / 6) and sum(changed) >= 1  # excluded count as unchanged
+    assert torch.equal(model[5].weight.grad, base[5].weight.grad) and torch.equal(model[5].bias.grad, base[5].bias.grad)
+    assert torch.allclose(model[3].weight.grad, expected_fc1, rtol=1e-5)
+    with pytest.raises(ValueError, match="exclude='fc9' matches no parameter name; accepted: .*here: 0.weight"):
+        adaptive_clip_grad(model, 0.01, exclude="fc9")
+    with pytest.raises(ValueError, match="exclude='w' matches no parameter name.*pass an nn.Module"):
+        adaptive_clip_grad(list(model.parameters()), 0.01, exclude="w")
+
+
+# --- AutoClip: hand computation with numpy's percentile ---------------------------------------------
+
+
+def test_autoclip_matches_reference_numpy_percentile():
+    torch.manual_seed(17)
+    auto = AutoClip(percentile=25.0)
+    w = torch.zeros(3, requires_grad=True)
+    seen: list[float] = []
+    for step in range(300):  # past the buffer's first capacity (256)
+        g = torch.randn(3) * float(torch.rand(()) * 10 + 0.1)
+        w.grad = g.clone()
+        norm = float(torch.linalg.vector_norm(g))
+        seen.append(norm)
+        c = float(np.percentile(seen, 25.0))  # the reference: append, then np.percentile (linear)
+        result = auto(w)
+        assert float(result.threshold) == pytest.approx(c, rel=1e-5)
+        assert torch.allclose(w.grad, g * min(1.0, c / (norm + 1e-6)), rtol=1e-5)
+        assert bool(result.clipped) is (c / (norm + 1e-6) < 1)
+    assert auto.history.shape == (300,)
+    assert np.allclose(auto.history.numpy(), seen, rtol=1e-6)
+    auto.reset()
+    assert auto.history.numel() == 0
+
+
+def test_autoclip_no_grads_records_nothing():
+    auto = AutoClip(10)
+    result = auto([torch.zeros(2, requires_grad=True)])
+    assert auto.history.numel() == 0 and math.isnan(float(result.threshold)) and not bool(result.clipped)
+
+
+# --- clipper specs -------------------------------------------------------------------------------
+
+
+SPEC_CASES = [
+    ("none", "none", None, "no clipping"),
+    ("value:0.1", "value", 0.1, "value clipping, c=0.1"),
+    ("norm:1.0", "norm", 1.0, "norm clipping, c=1"),
+    ("norm_inf:1.0", "norm_inf", 1.0, "inf-norm clipping, c=1"),
+    ("tensor_norm:1.0", "tensor_norm", 1.0, "per-tensor norm clipping, c=1"),
+    ("scaled_value:1.0", "scaled_value", 1.0, "c/sqrt(n) value clipping, c=1"),
+    ("agc:0.01", "agc", 0.01, "AGC, lambda=0.01"),
+    ("auto:10", "auto", 10.0, "AutoClip, p=10"),
+]
+
+
+@pytest.mark.parametrize("spec,method,threshold,label", SPEC_CASES)
+def test_clipper_parses_specs(spec, method, threshold, label):
+    c = clipper(spec)
+    assert isinstance(c, Clipper)
+    assert (c.method, c.threshold, c.label) == (method, threshold, label)
+    assert clipper(c.spec).spec == c.spec  # canonical spec round-trips
+    assert clipper(c) is c
+    assert repr(c) == f"Clipper({c.spec!r})"
+
+
+def test_clipper_numbers_none_and_case():
+    assert clipper(1).spec == "norm:1.0" and clipper(0.5).spec == "norm:0.5"
+    assert clipper(None).method == "none" and clipper().method == "none"
+    assert clipper(" Norm : 2 ").spec == "norm:2.0"
+    assert [m for m in METHODS] == ["none", "value", "norm", "norm_inf", "tensor_norm", "scaled_value", "agc", "auto"]
+
+
+@pytest.mark.parametrize(
+    "spec,direct",
+    [
+        ("value:0.001", lambda m: clip_grad_value(m, 0.001)),
+        ("norm:0.5", lambda m: clip_grad_norm(m, 0.5)),
+        ("norm_inf:0.01", lambda m: clip_grad_norm(m, 0.01, norm_type=math.inf)),
+        ("tensor_norm:0.05", lambda m: clip_grad_norm_per_tensor(m, 0.05)),
+        ("scaled_value:0.5", lambda m: clip_grad_scaled_value(m, 0.5)),
+        ("agc:0.01", lambda m: adaptive_clip_grad(m, 0.01, exclude="5")),
+        ("auto:50", lambda m: AutoClip(50)(m)),
+    ],
+)
+def test_clipper_calls_the_function(spec, direct):
+    ours, theirs = twins(18, 10.0)
+    a = clipper(spec)(ours)
+    b = direct(theirs)
+    assert isinstance(a, ClipResult)
+    assert_grads_close(ours, theirs, rtol=0.0)
+    assert float(a.norm_after) == float(b.norm_after) and float(a.clipped_fraction) == float(b.clipped_fraction)
+
+
+def test_clipper_none_measures_and_leaves_gradients():
+    model = small_model(19)
+    before = [g.clone() for g in grads(model)]
+    result = clipper("none")(model)
+    assert all(torch.equal(g, b) for g, b in zip(grads(model), before))
+    assert rel(result.norm_before, torch.linalg.vector_norm(flat(model))) < 1e-6
+    assert float(result.norm_after) == float(result.norm_before)
+    assert math.isinf(float(result.threshold)) and not bool(result.clipped)
+
+
+def test_clipper_auto_keeps_its_history():
+    auto = clipper("auto:10")
+    model = small_model(20)
+    for _ in range(3):
+        auto(model)
+    assert auto._auto.history.numel() == 3
+
+
+def test_public_names_exported():
+    for name in ("grad_norm", "clip_grad_value", "clip_grad_norm", "clip_grad_norm_per_tensor", "clip_grad_scaled_value",
+                 "adaptive_clip_grad", "AutoClip", "clipper", "ClipResult", "Clipper", "GradMonitor"):
+        assert hasattr(gradkit, name), name
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+BAD_THRESHOLDS = [-1.0, 0, 0.0, math.nan, math.inf, "1.0", None, True, torch.tensor(-1.0), torch.ones(2)]
+
+
+@pytest.mark.parametrize("bad", BAD_THRESHOLDS, ids=repr)
+@pytest.mark.parametrize(
+    "fn,arg",
+    [
+        (lambda p, c: clip_grad_norm(p, c), "max_norm"),
+        (lambda p, c: clip_grad_norm_per_tensor(p, c), "max_norm"),
+        (lambda p, c: clip_grad_value(p, c), "clip_value"),
+        (lambda p, c: clip_grad_scaled_value(p, c), "c"),
+        (lambda p, c: adaptive_clip_grad(p, clipping=c), "clipping"),
+        (lambda p, c: adaptive_clip_grad(p, eps=c), "eps"),
+    ],
+)
+def test_bad_thresholds_raise(fn, arg, bad):
+    model = small_model(21)
+    before = [g.clone() for g in grads(model)]
+    with pytest.raises(ValueError, match=rf"^{arg}(=inf)? .*finite number > 0"):
+        fn(model, bad)
+    assert all(torch.equal(g, b) for g, b in zip(grads(model), before))  # nothing was changed
+
+
+@pytest.mark.parametrize("bad", [0.5, 0, -1, math.nan, "two", None, True])
+def test_bad_norm_type_raises(bad):
+    model = small_model(22)
+    for fn in (lambda: grad_norm(model, bad), lambda: clip_grad_norm(model, 1.0, norm_type=bad), lambda: clip_grad_norm_per_tensor(model, 1.0, bad)):
+        with pytest.raises(ValueError, match=r"norm_type must be a number p >= 1 .* or float\('inf'\)"):
+            fn()
+
+
+def test_bad_arguments_raise():
+    model = small_model(23)
+    with pytest.raises(ValueError, match="error_if_nonfinite must be True or False"):
+        clip_grad_norm(model, 1.0, error_if_nonfinite="yes")
+    with pytest.raises(ValueError, match="params must be"):
+        clip_grad_norm("weights", 1.0)
+    with pytest.raises(ValueError, match="params must hold tensors"):
+        clip_grad_norm([1.0, 2.0], 1.0)
+    with pytest.raises(ValueError, match="exclude must"):
+        adaptive_clip_grad(model, exclude=[3])
+    for bad in (-1, 101, math.nan, "10", True):
+        with pytest.raises(ValueError, match=r"percentile must be a number in \[0, 100\]"):
+            AutoClip(bad)
+
+
+@pytest.mark.parametrize(
+    "spec,pattern",
+    [
+        ("foo:1", r"spec='foo:1': unknown clipping method 'foo'; accepted specs: none, value:<c>, norm:<c>"),
+        ("norm", r"spec='norm' needs a threshold.*accepted specs"),
+        ("norm:", r"spec='norm:' needs a threshold"),
+        ("norm:abc", r"spec='norm:abc': the threshold 'abc' is not a number; accepted specs"),
+        ("none:1", r"spec='none:1': 'none' takes no threshold"),
+        ("value:0", r"spec='value:0': threshold must be a finite number > 0 \(e.g. 0.1\)"),
+        ("norm:-1", r"spec='norm:-1': threshold must be a finite number > 0"),
+        ("norm:nan", r"spec='norm:nan': threshold must be a finite number > 0"),
+        ("norm:inf", r"spec='norm:inf': threshold=inf clips nothing"),
+        ("agc:0", r"spec='agc:0': threshold \(the AGC clipping lambda\) must be a finite number > 0"),
+        ("auto:150", r"spec='auto:150': percentile must be a number in \[0, 100\]"),
+        (-2.0, r"spec=-2.0: threshold must be a finite number > 0"),
+        (True, r"spec=True is not a clipping spec; accepted specs"),
+        ([1.0], r"spec=\[1.0\] is not a clipping spec"),
+    ],
+)
+def test_bad_specs_raise(spec, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        clipper(spec)
+
+
+def test_clipper_constructor_rejects_unknown_method():
+    with pytest.raises(ValueError, match="method='clip' is not a clipping method; accepted: none, value, norm"):
+        Clipper("clip", 1.0)
+    with pytest.raises(ValueError, match="method='none' takes no threshold"):
+        Clipper("none", 1.0)
+
+
+# --- CUDA: no host synchronisation on the hot path ---------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("spec", ["none", "value:0.01", "norm:1.0", "norm_inf:0.1", "tensor_norm:0.1", "scaled_value:1.0", "agc:0.01", "auto:10"])
+def test_no_host_sync_on_cuda(spec):
+    model = small_model(24, "cuda")
+    clip = clipper(spec)
+    clip(model)  # the first AutoClip call allocates its buffer
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            clip(model)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
