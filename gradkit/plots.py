@@ -9,9 +9,11 @@ the setting (:func:`spec_label`), and gradient norms, which span decades, go on 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
+import numpy as np
 
 import matplotlib.pyplot as plt
 
@@ -97,3 +99,555 @@ def spec_label(spec: str | float | None) -> str:
 
 
 use_style()
+
+
+# Figures of the threshold explorer (lesson 04) and the sweep report (lesson 05). Each draws one
+# idea on a given axes from plain arrays, so lessons and the explorer share them.
+
+
+def running_mean(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values: ``m[t] = mean(v[max(0, t-window+1) .. t])``.
+
+    A non-finite value makes every later mean non-finite (:func:`loss_curves` cuts a run there).
+
+    >>> running_mean([1.0, 3.0, 5.0], 2).tolist()
+    [1.0, 2.0, 4.0]
+    """
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    v = np.asarray(values, dtype=float)
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, v.size + 1)
+    start = np.maximum(idx - window, 0)
+    return (c[idx] - c[start]) / (idx - start)
+
+
+def loss_curves(ax: Any, curves: Mapping[str, Sequence[float]], *, colors: Mapping[str, str] | None = None,
+                dashed: Sequence[str] = (), window: int = 20) -> Any:
+    """Training loss per step of each run in ``curves`` (label -> losses), as a ``window``-step running
+    mean; a run whose loss became non-finite (diverged) ends with an ``x`` at its last finite value."""
+    for label, losses in curves.items():
+        v = np.asarray(losses, dtype=float)
+        finite = np.isfinite(v)
+        n = int(np.argmin(finite)) if not finite.all() else v.size
+        color = (colors or {}).get(label)
+        line, = ax.plot(np.arange(n), running_mean(v[:n], window), color=color,
+                        linestyle="--" if label in dashed else "-", label=label)
+        if n < v.size and n > 0:
+            ax.plot(n - 1, running_mean(v[:n], window)[-1], "x", color=line.get_color(), markersize=9, mew=2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training loss ({window}-step mean)")
+    ax.legend()
+    return ax
+
+
+def accuracy_vs_threshold(ax: Any, methods: Mapping[str, tuple[Sequence[float], Sequence[Sequence[float]]]], *,
+                          baseline: Sequence[float] | None = None, selected: tuple[float, float] | None = None) -> Any:
+    """Final test accuracy (drawn in %) against the clipping threshold on a log axis, one line per method.
+
+    ``methods`` maps a method name to ``(thresholds, acc)``, ``acc[i]`` the accuracies in [0, 1] of
+    every seed at ``thresholds[i]``: the line is the seed mean, the band spans min..max over seeds.
+    ``baseline`` (the unclipped runs' accuracies) is a grey dashed line with its band; ``selected``
+    ``(threshold, accuracy)`` is starred. AGC's lambda and norm's c share the axis: each is a
+    threshold of its own kind, so compare shapes across methods, not positions.
+    """
+    if baseline is not None and len(baseline):
+        b = 100 * np.asarray(baseline, dtype=float)
+        ax.axhline(b.mean(), color=color_for("none"), linestyle="--", label=METHOD_NAMES["none"])
+        ax.axhspan(b.min(), b.max(), color=color_for("none"), alpha=0.12, lw=0)
+    for method, (thresholds, acc) in methods.items():
+        t = np.asarray(thresholds, dtype=float)
+        order = np.argsort(t)
+        rows = [100 * np.asarray(acc[i], dtype=float) for i in order]
+        color = color_for(method)
+        ax.plot(t[order], [r.mean() for r in rows], "o-", color=color, markersize=3.5,
+                label=METHOD_NAMES.get(method, method))
+        ax.fill_between(t[order], [r.min() for r in rows], [r.max() for r in rows], color=color, alpha=0.18, lw=0)
+    if selected is not None:
+        ax.plot(selected[0], 100 * selected[1], "*", color="black", markersize=14, zorder=5, label="selected")
+    ax.set_xscale("log")
+    ax.set_xlabel("threshold (c; lambda for AGC; log scale)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.legend()
+    return ax
+
+
+def grad_norm_histogram(ax: Any, norms: Sequence[float], *, threshold: float | None = None,
+                        reference: Sequence[float] | None = None, clipped_share: float | None = None,
+                        label: str = "gradient norm before clipping", bins: int = 40, color: str | None = None) -> Any:
+    """Histogram of gradient norms on log-spaced bins (norms span decades), with the threshold as a
+    vertical line and, in the title, the share of steps clipped. ``reference`` (e.g. the unclipped
+    run's norms) is drawn as an outline behind. Non-finite and zero norms are left out."""
+    def clean(values: Sequence[float]) -> np.ndarray:
+        v = np.asarray(values, dtype=float)
+        return v[np.isfinite(v) & (v > 0)]
+
+    main = clean(norms)
+    ref = clean(reference) if reference is not None else np.empty(0)
+    pooled = np.concatenate([main, ref, [threshold] if threshold and threshold > 0 else []])
+    if pooled.size == 0:
+        ax.text(0.5, 0.5, "no finite gradient norms", ha="center", transform=ax.transAxes)
+        return ax
+    lo, hi = np.log10(pooled.min()), np.log10(pooled.max())
+    edges = np.logspace(lo - 0.05, hi + 0.05, bins + 1)
+    if ref.size:
+        ax.hist(ref, bins=edges, histtype="step", color=color_for("none"), label="no clipping")
+    ax.hist(main, bins=edges, alpha=0.75, color=color or color_for("norm"), label=label)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("gradient norm ||g|| (log scale)")
+    ax.set_ylabel("steps")
+    if clipped_share is not None:
+        ax.set_title(f"{100 * clipped_share:.0f}% of steps clipped")
+    ax.legend()
+    return ax
+
+
+def clip_rate_curve(ax: Any, clipped: Sequence[bool], *, window: int = 50, color: str | None = None,
+                    label: str | None = None) -> Any:
+    """Share of steps clipped (%) over training: a ``window``-step running mean of the 0/1 flags."""
+    rate = 100 * running_mean(np.asarray(clipped, dtype=float), window)
+    ax.plot(np.arange(rate.size), rate, color=color, label=label)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"steps clipped (%, {window}-step mean)")
+    if label:
+        ax.legend()
+    return ax
+
+
+def step_reduction(ax: Any, norm_before: Sequence[float], norm_after: Sequence[float], clipped: Sequence[bool], *,
+                   color: str | None = None) -> Any:
+    """The factor clipping shrinks each clipped step by: ``||g_after|| / ||g_before||`` (``= c / ||g||``
+    for norm clipping), one dot per clipped step, on a log axis. Unclipped steps (factor 1) are left out."""
+    before = np.asarray(norm_before, dtype=float)
+    after = np.asarray(norm_after, dtype=float)
+    mask = np.asarray(clipped, dtype=bool) & np.isfinite(before) & np.isfinite(after) & (before > 0)
+    steps = np.flatnonzero(mask)
+    if steps.size == 0:
+        ax.text(0.5, 0.5, "no step was clipped", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.scatter(steps, after[mask] / before[mask], s=4, color=color, alpha=0.6)
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("step")
+    ax.set_ylabel("step-size factor ||g'|| / ||g||")
+    return ax
+
+
+def update_ratio_curves(ax: Any, layer_steps: Sequence[int], ratios: Sequence[Sequence[float]],
+                        layer_names: Sequence[str], *,
+                        reference: tuple[Sequence[int], Sequence[Sequence[float]]] | None = None,
+                        max_layers: int = 6) -> Any:
+    """Update-to-weight ratio ``||w_after - w_before|| / ||w_before||`` per layer over training, on a log
+    axis (Karpathy's diagnostic: around 1e-3 is healthy; far above, steps are too big; far below, the
+    layer barely learns). At most ``max_layers`` evenly spread weight tensors are drawn (biases only when
+    there is nothing else), coloured shallow to deep; ``reference`` ``(steps, ratios)`` of another run
+    (e.g. no clipping) is drawn dotted in the same colours."""
+    r = np.asarray(ratios, dtype=float)
+    if r.ndim != 2 or r.size == 0:
+        ax.text(0.5, 0.5, "no per-layer statistics recorded", ha="center", va="center", transform=ax.transAxes)
+        return ax
+    weights = [j for j, name in enumerate(layer_names) if not name.endswith("bias")] or list(range(r.shape[1]))
+    spread = np.linspace(0, len(weights) - 1, min(max_layers, len(weights))).round().astype(int)
+    picks = [weights[i] for i in np.unique(spread)]
+    cmap = matplotlib.colormaps["viridis"]
+    ref_steps, ref = (np.asarray(reference[0]), np.asarray(reference[1], dtype=float)) if reference else (None, None)
+    for k, j in enumerate(picks):
+        color = cmap(k / max(len(picks) - 1, 1))
+        ax.plot(layer_steps, r[:, j], color=color, label=layer_names[j])
+        if ref is not None and ref.ndim == 2 and ref.shape[1] == r.shape[1]:
+            ax.plot(ref_steps, ref[:, j], color=color, linestyle=":", alpha=0.8)
+    ax.axhline(1e-3, color="black", linewidth=0.8, linestyle="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("||update|| / ||weight||")
+    ax.legend(ncol=2, fontsize=7)
+    return ax
+
+
+def display_figure(fig: Any) -> Any:
+    """Show ``fig`` once in a notebook, whatever the matplotlib backend (``Agg`` in tests shows
+    nothing by itself), then close it so the inline backend does not show it again. Returns ``fig``."""
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+    return fig
+
+
+# Figures of the toys in gradkit.toys (lessons 01 and 02). Each draws one idea on a given axes.
+
+
+def _decade_label(value: float, _pos: int) -> str:
+    exponent = np.log10(value) if value > 0 else np.nan
+    return f"1e{int(round(exponent))}" if np.isfinite(exponent) and abs(exponent - round(exponent)) < 1e-6 else ""
+
+
+def _log_y(ax: Any, min_decades: float = 0.0) -> None:
+    """Log y axis showing at least ``min_decades`` decades (so float noise on a flat curve does not
+    look like structure); over two decades or more, label the decades as plain ``1e-5`` and drop
+    minor ticks.
+
+    Slider views redraw on every change: mathtext labels and hundreds of minor ticks made each
+    redraw about four times slower (0.45 s vs 0.1 s for one panel on this 2-core CPU).
+    """
+    from matplotlib import ticker
+
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    span = np.log10(hi / lo) if lo > 0 else np.inf
+    if span < min_decades:
+        pad = 10 ** ((min_decades - span) / 2)
+        lo, hi = lo / pad, hi * pad
+        ax.set_ylim(lo, hi)
+    if lo > 0 and np.log10(hi / lo) >= 2:
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_decade_label))
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+
+
+def product_norm_curves(ax: Any, norms: Mapping[float, np.ndarray], width: int) -> Any:
+    """``||W_l ... W_1 x||`` against depth ``l`` for each weight scale ``s`` (``W_ij ~ N(0, s^2/width)``).
+
+    ``norms`` maps ``s`` to :func:`gradkit.toys.product_norms` output. Solid: median over trials,
+    band: 10-90% of trials, dashed: the typical norm ``exp(l * drift)`` of :func:`gradkit.toys.log_norm_drift`.
+    """
+    from .toys import log_norm_drift
+
+    cmap = matplotlib.colormaps["coolwarm"]
+    scales = sorted(norms)
+    for i, s in enumerate(scales):
+        n = norms[s]
+        depth = np.arange(n.shape[1])
+        color = "black" if s == 1.0 else cmap(i / max(1, len(scales) - 1))
+        lo, mid, hi = np.quantile(n, [0.1, 0.5, 0.9], axis=0)
+        ax.fill_between(depth, lo, hi, color=color, alpha=0.15, linewidth=0)
+        ax.plot(depth, mid, color=color, label=f"s={s:g}")
+        ax.plot(depth, np.exp(depth * log_norm_drift(s, width)), color=color, linestyle="--", linewidth=1)
+    _log_y(ax)
+    ax.set_xlabel("depth l (number of matrices)")
+    ax.set_ylabel("||W_l ... W_1 x||  (||x|| = 1)")
+    ax.set_title(f"random products, W_ij ~ N(0, s^2/{width})")
+    ax.legend(title="scale (dashed: exp(l * drift))", ncols=2)
+    return ax
+
+
+def layer_grad_norm_bars(ax: Any, profile: Any, *, title: str | None = None) -> Any:
+    """Bars of ``||grad||`` per linear layer of a :class:`gradkit.toys.MLPProfile` (input left, log axis)."""
+    g = np.maximum(np.asarray(profile.grad_norm, dtype=float), np.finfo(float).tiny)
+    layers = np.arange(1, len(g) + 1)
+    colors = ["#1f78b4"] * (len(g) - 1) + ["#999999"]
+    # Thick vertical lines instead of ax.bar: one artist instead of one patch per layer redraws
+    # twice as fast, which keeps the depth-100 slider responsive.
+    bars = ax.vlines(layers, g.min() / 4, g, colors=colors, linewidth=max(1.0, 200.0 / len(g)))
+    ax.set_xlim(0.3, len(g) + 0.7)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    _log_y(ax, min_decades=3)
+    lo, hi = ax.get_ylim()
+    bars.set_segments([[(x, lo), (x, v)] for x, v in zip(layers, g)])
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("layer (1 = next to the input; grey = output layer)")
+    ax.set_ylabel("||grad|| of the layer")
+    s = profile.settings
+    init = f"N(0, {s['std']:g}^2)" if s["init"] == "normal" else s["init"]
+    extra = "".join([f", {s['norm']}norm" if s["norm"] != "none" else "", ", residual" if s["residual"] else "",
+                     f", {spec_label(s['clip'])}" if s["clip"] not in (None, "none") else ""])
+    name = title or f"{s['activation']}, {init}{extra}, depth {s['depth']}"
+    ax.set_title(f"{name}\nfirst/last hidden layer = {profile.first_last_ratio:.2g}")
+    return ax
+
+
+def activation_histograms(ax: Any, profile: Any, *, layers: int = 4) -> Any:
+    """Histograms of the activations of up to ``layers`` evenly spaced hidden layers (after Glorot & Bengio 2010, Fig. 2-4).
+
+    The legend gives each layer's saturated share (see :func:`gradkit.toys.saturated_share`).
+    """
+    acts = np.asarray(profile.activations)
+    depth = acts.shape[0]
+    chosen = sorted({int(round(v)) for v in np.linspace(0, depth - 1, min(layers, depth))})
+    edges = np.histogram_bin_edges(acts[chosen], bins=40)
+    if edges[0] == edges[-1]:
+        edges = np.linspace(edges[0] - 0.5, edges[0] + 0.5, 41)
+    cmap = matplotlib.colormaps["viridis"]
+    what = "dead" if profile.settings["activation"] == "relu" else "saturated"
+    for k, layer in enumerate(chosen):
+        ax.hist(acts[layer], bins=edges, density=True, histtype="step", linewidth=1.4,
+                color=cmap(k / max(1, len(chosen) - 1)),
+                label=f"layer {layer + 1}: {100 * profile.saturated[layer]:.0f}% {what}")
+    ax.set_xlabel(f"{profile.settings['activation']} activation value")
+    ax.set_ylabel("density")
+    ax.set_title("activations per layer")
+    ax.legend()
+    return ax
+
+
+def grad_norm_profiles(ax: Any, profiles: Mapping[str, Any]) -> Any:
+    """Per-layer gradient norms of several :class:`gradkit.toys.MLPProfile` as lines on one log axis.
+
+    The legend gives each profile's first/last-hidden-layer ratio: the slope, which clipping cannot change.
+    """
+    cmap = matplotlib.colormaps["tab10"]
+    for i, (label, p) in enumerate(profiles.items()):
+        g = np.maximum(np.asarray(p.grad_norm[:-1], dtype=float), np.finfo(float).tiny)
+        clipped = p.settings.get("clip") not in (None, "none")
+        ax.plot(np.arange(1, len(g) + 1), g, marker="o", markersize=2.5, color=cmap(i % 10),
+                linestyle="--" if clipped else "-", label=f"{label} (first/last {p.first_last_ratio:.2g})")
+    _log_y(ax, min_decades=3)
+    ax.set_xlabel("hidden layer (1 = next to the input)")
+    ax.set_ylabel("||grad|| of the layer")
+    ax.set_title("per-layer gradient norms")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax
+
+
+def recurrence_grad_curves(ax: Any, grads: Mapping[str, tuple[float, np.ndarray]]) -> Any:
+    """``||dL/dh_{T-k}||`` against steps back ``k`` for several recurrences; dashed: ``rho^k``.
+
+    ``grads`` maps a label to ``(rho, norms)`` with ``norms`` from :func:`gradkit.toys.recurrence_grad_norms`.
+    """
+    cmap = matplotlib.colormaps["coolwarm"]
+    for i, (label, (rho, g)) in enumerate(grads.items()):
+        color = cmap(i / max(1, len(grads) - 1))
+        k = np.arange(len(g))
+        ax.plot(k, np.maximum(g, np.finfo(float).tiny), color=color, label=label)
+        ax.plot(k, float(rho) ** k.astype(float), color=color, linestyle="--", linewidth=1)
+    _log_y(ax, min_decades=2)
+    ax.set_xlabel("steps back in time k")
+    ax.set_ylabel("||dL/dh_(T-k)||")
+    ax.set_title("gradients through h_t = W h_(t-1) (dashed: rho^k)")
+    ax.legend()
+    return ax
+
+
+def clip_2d_arrows(ax: Any, result: Any) -> Any:
+    """A 2-D gradient, the value-clipping box and the norm-clipping circle, and both clipped vectors.
+
+    ``result`` is a :class:`gradkit.toys.Clip2D`; the legend gives each method's angle to the gradient.
+    """
+    c = result.threshold
+    ax.add_patch(plt.Rectangle((-c, -c), 2 * c, 2 * c, fill=False, color=METHOD_COLORS["value"], linestyle=":"))
+    ax.add_patch(plt.Circle((0, 0), c, fill=False, color=METHOD_COLORS["norm"], linestyle=":"))
+    arrows = [(result.grad, METHOD_COLORS["none"], "gradient g"),
+              (result.value, METHOD_COLORS["value"], f"value clip (turned {result.value_angle:.1f} deg)"),
+              (result.norm, METHOD_COLORS["norm"], f"norm clip (turned {result.norm_angle:.1f} deg)")]
+    for vec, color, label in arrows:
+        ax.annotate("", xy=tuple(vec), xytext=(0, 0), arrowprops=dict(arrowstyle="-|>", color=color, lw=2))
+        ax.plot([], [], color=color, linewidth=2, label=label)
+    r = 1.15 * max(float(np.abs(result.grad).max()), c)
+    ax.set_xlim(-r, r)
+    ax.set_ylim(-r, r)
+    ax.set_aspect("equal")
+    ax.set_title(f"c = {c:g}: box = value, circle = norm")
+    ax.legend(loc="lower left")
+    return ax
+
+
+def cliff_paths(ax: Any, trajectories: Sequence[Any], *, extent: tuple[float, float, float, float] = (-6.0, 6.0, -5.0, 5.0)) -> Any:
+    """Gradient-descent paths (:class:`gradkit.toys.Trajectory`) over the contours of :func:`gradkit.toys.cliff_loss`.
+
+    Iterates thrown outside ``extent`` leave the frame; the legend gives how far each path went.
+    """
+    import torch
+
+    from .toys import cliff_loss
+
+    x0, x1, y0, y1 = extent
+    xs, ys = np.linspace(x0, x1, 121), np.linspace(y0, y1, 101)
+    grid = torch.tensor(np.stack(np.meshgrid(xs, ys), axis=-1))
+    ax.imshow(np.log1p(cliff_loss(grid).numpy()), extent=extent, origin="lower", aspect="auto", cmap="Greys", alpha=0.6)
+    for t in trajectories:
+        color = color_for(t.spec)
+        ax.plot(t.points[:, 0], t.points[:, 1], marker="o", markersize=2.5, linewidth=1, color=color,
+                label=f"{t.label}: farthest {t.max_distance:.1f} from start")
+    ax.plot(*t.points[0], marker="*", markersize=10, color="black", linestyle="none")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("w1")
+    ax.set_ylabel("w2")
+    ax.set_title("the cliff: log(1 + loss), start = star")
+    ax.legend(loc="lower left")
+    return ax
+
+
+def step_lengths(ax: Any, trajectories: Sequence[Any]) -> Any:
+    """``||w_{t+1} - w_t||`` per step of each :class:`gradkit.toys.Trajectory` (log axis)."""
+    for t in trajectories:
+        color = color_for(t.spec)
+        ax.plot(np.arange(1, len(t.step) + 1), np.maximum(t.step, np.finfo(float).tiny), color=color,
+                label=f"{t.label}: longest {t.step.max():.2g}")
+    _log_y(ax, min_decades=2)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("||w_(t+1) - w_t||")
+    ax.set_title("step lengths")
+    ax.legend()
+    return ax
+
+# Figures of the CIFAR-10 lessons (03 onwards): the data, and the records of gradkit.train.fit.
+
+
+def image_grid(images: Any, labels: Sequence[int], classes: Sequence[str], *, per_class: int = 6) -> Any:
+    """The first ``per_class`` images of every class, one column per class named at its top.
+
+    ``images``: uint8 ``(N, 3, H, W)`` (a tensor or array), ``labels`` their class indices.
+    Returns the figure.
+    """
+    x = np.asarray(images.cpu() if hasattr(images, "cpu") else images)
+    y = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
+    fig, axes = figure(per_class, len(classes), width=1.05 * len(classes), height=1.05 * per_class + 0.3,
+                       layout=None, gridspec_kw={"wspace": 0.05, "hspace": 0.05})
+    for c, name in enumerate(classes):
+        picks = np.flatnonzero(y == c)[:per_class]
+        axes[0, c].set_title(name, fontsize=8, fontweight="normal")
+        for r in range(per_class):
+            ax = axes[r, c]
+            if r < picks.size:
+                ax.imshow(x[picks[r]].transpose(1, 2, 0), interpolation="nearest")
+            ax.set_axis_off()
+    return fig
+
+
+def training_curves(histories: Sequence[Any], *, window: int = 20) -> Any:
+    """Two panels for runs of :func:`gradkit.train.fit`: training loss per step (a ``window``-step
+    running mean, :func:`loss_curves`) and accuracy per epoch (test solid, train dashed), one
+    colour per clipping method. Returns the figure."""
+    fig, axes = figure(1, 2, width=11.0, height=3.6)
+    ax_loss, ax_acc = axes[0]
+    colors = {h.label: color_for(h.config.get("clip", "none")) for h in histories}
+    loss_curves(ax_loss, {h.label: h.loss for h in histories}, colors=colors, window=window)
+    for h in histories:
+        epochs = np.arange(1, len(h.test_acc) + 1)
+        ax_acc.plot(epochs, 100 * np.asarray(h.test_acc), "o-", color=colors[h.label], label=f"{h.label}: test")
+        ax_acc.plot(epochs, 100 * np.asarray(h.train_acc), "o--", color=colors[h.label], alpha=0.6,
+                    label=f"{h.label}: train")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax_acc.set_xlim(0.5, max([len(h.test_acc) for h in histories] + [1]) + 0.5)
+    ax_acc.legend()
+    return fig
+
+
+def grad_norm_trace(ax: Any, norm_before: Sequence[float], *, threshold: float | None = None,
+                    clipped: Sequence[bool] | None = None, color: str | None = None, label: str | None = None) -> Any:
+    """The gradient norm before clipping at every step, on a log axis, with the threshold ``c`` as a
+    dashed line: the steps above the line are the ones clipping shortened (to length ``c``). With
+    ``clipped``, the title gives the share of steps clipped."""
+    v = np.asarray(norm_before, dtype=float)
+    ax.plot(np.arange(v.size), v, color=color, linewidth=0.8, label=label)
+    if threshold is not None:
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold c={threshold:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("||g|| before clipping (log scale)")
+    if clipped is not None and len(clipped):
+        ax.set_title(f"{100 * float(np.mean(clipped)):.0f}% of steps clipped")
+    ax.legend()
+    return ax
+
+
+# Figures of lessons 06 (remedies side by side) and 07 (claims about clipping put to the test).
+
+
+def remedy_bars(ax_acc: Any, ax_norm: Any, labels: Sequence[str], histories: Sequence[Any], *,
+                colors: Sequence[str] | None = None) -> Any:
+    """One row per run, top to bottom: final test accuracy (%) on ``ax_acc`` (a diverged run gets
+    no bar but a red ``x`` and "diverged at step k") and the largest gradient norm before
+    clipping on ``ax_norm`` (log axis: exploding runs stand out by decades)."""
+    y = np.arange(len(labels))[::-1]
+    colors = list(colors) if colors is not None else ["#1b9e77"] * len(labels)
+    for yi, h, color in zip(y, histories, colors):
+        acc = h.final_test_acc
+        if acc is None:
+            ax_acc.plot(0, yi, "x", color="#d62728", markersize=8, mew=2)
+            ax_acc.text(1, yi, f"diverged at step {h.diverged_step}", va="center", fontsize=7, color="#d62728")
+        else:
+            ax_acc.barh(yi, 100 * acc, color=color, height=0.7)
+            ax_acc.text(100 * acc + 0.5, yi, f"{100 * acc:.1f}", va="center", fontsize=7)
+        norms = np.asarray(h.grad_norm_before, dtype=float)
+        finite = norms[np.isfinite(norms)]
+        peak = float(finite.max()) if finite.size else np.nan
+        if np.isfinite(peak) and peak > 0:
+            ax_norm.barh(yi, peak, color=color, height=0.7)
+        if h.diverged:
+            ax_norm.plot(peak if np.isfinite(peak) and peak > 0 else 1.0, yi, "x", color="#d62728", markersize=8, mew=2)
+    ax_acc.axvline(10, color="black", linestyle=":", linewidth=1, label="chance (10%)")
+    ax_acc.set_yticks(y, labels)
+    ax_acc.set_xlabel("final test accuracy (%)")
+    ax_acc.legend(loc="lower right")
+    ax_norm.set_yticks(y, [])
+    ax_norm.set_xscale("log")
+    ax_norm.set_xlabel("largest ||g|| before clipping (log)")
+    return ax_acc
+
+
+def accuracy_curves(ax: Any, curves: Mapping[str, Sequence[float]], *, colors: Mapping[str, str] | None = None,
+                    xlabel: str = "epoch", title: str | None = None) -> Any:
+    """Test accuracy (%) at each checkpoint (1, 2, ...) for each run (label -> accuracies in [0, 1];
+    a diverged run's curve stops with an ``x``), with chance (10%) dotted."""
+    for label, acc in curves.items():
+        v = 100 * np.asarray(acc, dtype=float)
+        x = np.arange(1, v.size + 1)
+        line, = ax.plot(x, v, "o-", markersize=3.5, color=(colors or {}).get(label), label=label)
+        if v.size and not np.isfinite(v[-1]):
+            last = np.flatnonzero(np.isfinite(v))
+            if last.size:
+                ax.plot(x[last[-1]], v[last[-1]], "x", color=line.get_color(), markersize=9, mew=2)
+    ax.axhline(10, color="black", linestyle=":", linewidth=1)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def smoothness_scatter(ax: Any, grad_norm: Sequence[float], smoothness: Sequence[float], *,
+                       rho: float | None = None, color: str | None = None, label: str | None = None) -> Any:
+    """Zhang et al. (2020)'s picture: the local smoothness L_t against the gradient norm ||g_t||,
+    one dot per step, log-log; a positive slope means the loss is sharpest where the gradient
+    is largest. ``rho`` (Spearman) goes in the legend."""
+    g, s = np.asarray(grad_norm, dtype=float), np.asarray(smoothness, dtype=float)
+    keep = np.isfinite(g) & np.isfinite(s) & (g > 0) & (s > 0)
+    text = label or "steps"
+    if rho is not None:
+        text += f" (Spearman rho = {rho:.2f})"
+    ax.scatter(g[keep], s[keep], s=9, alpha=0.6, color=color, label=text)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("gradient norm ||g_t|| (log)")
+    ax.set_ylabel("local smoothness L_t (log)")
+    ax.legend()
+    return ax
+
+
+def clip_angle_traces(ax: Any, specs: Sequence[str], cos_raw: Any) -> Any:
+    """Angle in degrees between the clipped and the raw gradient, arccos(cos), at each step, one
+    line per clip spec (``cos_raw`` has shape (steps, specs)): norm clipping stays at 0."""
+    c = np.clip(np.asarray(cos_raw, dtype=float), -1.0, 1.0)
+    for j, spec in enumerate(specs):
+        ax.plot(np.arange(c.shape[0]), np.degrees(np.arccos(c[:, j])), "o-", markersize=3, color=color_for(spec),
+                label=spec_label(spec))
+    ax.set_xlabel("step")
+    ax.set_ylabel("angle(clipped g, raw g) (degrees)")
+    ax.legend()
+    return ax
+
+
+def train_test_bars(ax: Any, train_acc: Mapping[str, float], test_acc: Mapping[str, float]) -> Any:
+    """Train and test accuracy (%) side by side per run, with the gap (train - test, points) above."""
+    labels = list(train_acc)
+    x = np.arange(len(labels))
+    tr = 100 * np.array([train_acc[k] for k in labels])
+    te = 100 * np.array([test_acc[k] for k in labels])
+    ax.bar(x - 0.2, tr, width=0.4, color="#1f78b4", label="train (clean images)")
+    ax.bar(x + 0.2, te, width=0.4, color="#ff7f00", label="test")
+    for xi, a, b in zip(x, tr, te):
+        ax.text(xi, max(a, b) + 1.5, f"gap {a - b:.1f}", ha="center", fontsize=8)
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, min(100.0, max(tr.max(), te.max()) + 12))
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(loc="lower right")
+    return ax

@@ -5,7 +5,7 @@
 
 ``execute`` runs the notebook with papermill (headless, so sliders fall back to static figures),
 then ``clean`` keeps outputs (they are worth reading on the web, and nbval compares the
-``# NBVAL_CHECK_OUTPUT`` cells against them) but drops execution counts, papermill/widget
+``# NBVAL_CHECK_OUTPUT`` cells against them), renumbers code cells 1..N, drops papermill/widget
 metadata and pins the kernel to ``python3``.
 """
 
@@ -28,15 +28,19 @@ def clean(path: Path) -> None:
         "language_info": {"name": "python"},
     }
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    count = 0
     for number, cell in enumerate(nb.cells):
         cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
         # Stable ids: random ones would change on every run and make diffs noisy.
         cell.id = f"cell-{number:02d}"
         if cell.cell_type == "code":
-            cell.execution_count = None
+            # nbval refuses stored outputs of a cell with no execution count ("unrun reference cell"),
+            # so code cells are numbered 1..N: stable across runs, unlike the kernel's own counts.
+            count += 1
+            cell.execution_count = count
             for out in cell.outputs:
                 if "execution_count" in out:
-                    out.execution_count = None
+                    out.execution_count = count
                 out.get("metadata", {}).pop("papermill", None)
                 data = out.get("data", {})
                 data.pop("application/vnd.jupyter.widget-view+json", None)
