@@ -196,6 +196,10 @@ def grad_norm_histogram(ax: Any, norms: Sequence[float], *, threshold: float | N
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set_xscale("log")
+    if hi - lo < 1:
+        # At least one decade wide, so a labelled power of ten is always in view.
+        mid = (hi + lo) / 2
+        ax.set_xlim(10 ** (mid - 0.5), 10 ** (mid + 0.5))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("gradient norm ||g|| (log scale)")
     ax.set_ylabel("steps")
@@ -230,8 +234,7 @@ def step_reduction(ax: Any, norm_before: Sequence[float], norm_after: Sequence[f
         ax.text(0.5, 0.5, "no step was clipped", ha="center", va="center", transform=ax.transAxes)
     else:
         ax.scatter(steps, after[mask] / before[mask], s=4, color=color, alpha=0.6)
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _log_y(ax, min_decades=1.0)
     ax.set_xlabel("step")
     ax.set_ylabel("step-size factor ||g'|| / ||g||")
     return ax
@@ -261,21 +264,30 @@ def update_ratio_curves(ax: Any, layer_steps: Sequence[int], ratios: Sequence[Se
         if ref is not None and ref.ndim == 2 and ref.shape[1] == r.shape[1]:
             ax.plot(ref_steps, ref[:, j], color=color, linestyle=":", alpha=0.8)
     ax.axhline(1e-3, color="black", linewidth=0.8, linestyle="--")
-    ax.set_yscale("log")
+    _log_y(ax, min_decades=1.0)
     ax.set_xlabel("step")
     ax.set_ylabel("||update|| / ||weight||")
     ax.legend(ncol=2, fontsize=7)
     return ax
 
 
-def display_figure(fig: Any) -> Any:
-    """Show ``fig`` once in a notebook, whatever the matplotlib backend (``Agg`` in tests shows
-    nothing by itself), then close it so the inline backend does not show it again. Returns ``fig``."""
-    from IPython.display import display
+def display_figure(fig: Any) -> None:
+    """Show ``fig`` once in a notebook as a PNG, whatever the matplotlib backend (with ``Agg``, as in
+    tests and reports, ``display(fig)`` would show only its repr), then close it so the inline backend
+    does not show it again. Outside a notebook kernel it only closes the figure. Returns None, so a
+    cell ending with this call does not show the figure a second time as its value."""
+    from IPython import get_ipython
 
-    display(fig)
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "kernel"):
+        import io
+
+        from IPython.display import Image, display
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=fig.dpi)
+        display(Image(buffer.getvalue()))
     plt.close(fig)
-    return fig
 
 
 # Figures of the toys in gradkit.toys (lessons 01 and 02). Each draws one idea on a given axes.

@@ -1,0 +1,762 @@
+"""The threshold explorer of lesson 04: move a threshold slider, see what clipping did to training.
+
+A sweep (:func:`gradkit.train.sweep`) trains a *setting* (model, optimizer, learning rate, epochs,
+data) once without clipping and once per clipping method and threshold, for a few seeds. The
+explorer indexes those runs and shows, for the selected setting, method and threshold, six views
+against the unclipped run of the same setting and seed:
+
+1. training loss per step, selected vs unclipped;
+2. final test accuracy against the threshold for the whole sweep (seed mean, min..max band), the
+   selection starred;
+3. the histogram of gradient norms before clipping, the threshold line and the share of steps clipped;
+4. the share of steps clipped over training;
+5. the step-size factor ``||g'|| / ||g||`` on clipped steps (``= c / ||g||`` for norm clipping);
+6. the update-to-weight ratio per layer over training, with and without clipping.
+
+The slider's value snaps to the nearest threshold in the sweep (nearest on a log scale). "Train
+this setting" trains the selected configuration now (:func:`gradkit.train.sweep` with one config,
+so it is cached on disk by config) and adds it to the views. Headless runs draw a static grid of
+representative thresholds instead (:func:`gradkit.widgets.show`).
+
+A diverged run (loss NaN or inf: :func:`gradkit.train.fit` stops it) has no final accuracy; it
+counts as chance, 10% on CIFAR-10's ten classes, the accuracy of predicting one class for every image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import plots
+from .clip import METHODS, clipper
+from .runtime import headless
+from .widgets import _in_kernel, show
+
+CHANCE = 0.1
+SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "results"
+# Keys that tell runs of one setting apart without making a new setting.
+_RUN_KEYS = ("clip", "seed", "run_id", "data_seed")
+# Model sizes offered for live training when the sweep has no run of that model.
+LIVE_MODELS: dict[str, dict[str, Any]] = {
+    "seed_cnn": {"width": 0.25},
+    "plain_cnn": {"depth": 20, "width": 8},
+    "resnet": {"depth": 8, "width": 8},
+}
+MODEL_NAMES = {"seed_cnn": "SeedCNN", "plain_cnn": "PlainCNN", "resnet": "ResNet"}
+# Ten thresholds per method over the range where each acts (the shipped sweep's): norm's c against
+# ||g|| (about 0.1 to 15 for the kit's CNNs), value's c against single gradient entries (about 1e-3
+# each), AGC's lambda against the unit-wise ratio ||g_unit|| / ||w_unit||.
+THRESHOLD_RANGES: dict[str, list[float]] = {
+    "norm": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0],
+    "value": [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0],
+    "agc": [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+}
+# The clip methods whose threshold is on the same scale as the total gradient norm in the histogram.
+_NORM_SCALE = ("norm", "norm_inf")
+_SCALE_NOTE = {
+    "value": "value: c bounds each element, not ||g||",
+    "scaled_value": "scaled value: c/sqrt(n) bounds each element",
+    "tensor_norm": "per-tensor: c bounds each tensor's norm",
+    "agc": "AGC: lambda is relative to each unit's weight norm",
+    "auto": "AutoClip: the threshold is a percentile of past norms",
+}
+
+
+def run_id(h: Any) -> str:
+    """The id of a run: the config hash its sweep file is named by (``run-<id>.json``)."""
+    return str(h.config.get("run_id") or f"unsaved-{id(h):x}")
+
+
+def final_accuracy(h: Any) -> float:
+    """Final test accuracy in [0, 1]; a diverged run, or one that finished no epoch, counts as chance (0.1)."""
+    acc = h.final_test_acc
+    return CHANCE if acc is None else float(acc)
+
+
+def split_spec(spec: str | float | None) -> tuple[str, float | None]:
+    """``(method, threshold)`` of a clip spec: ``"norm:0.1"`` -> ``("norm", 0.1)``, ``"none"`` -> ``("none", None)``.
+
+    >>> split_spec("agc:0.01"), split_spec(None)
+    (('agc', 0.01), ('none', None))
+    """
+    c = clipper(spec)
+    return c.method, c.threshold
+
+
+def setting_key(config: dict[str, Any]) -> str:
+    """What runs of one setting share: the config without clip, seed and run id (a JSON string).
+
+    >>> setting_key({"model": "seed_cnn", "lr": 0.1, "clip": "norm:1", "seed": 0}) == setting_key(
+    ...     {"model": "seed_cnn", "lr": 0.1, "clip": "none", "seed": 1})
+    True
+    """
+    return json.dumps({k: v for k, v in config.items() if k not in _RUN_KEYS}, sort_keys=True, default=repr)
+
+
+def model_label(model: str, model_kw: dict[str, Any] | None) -> str:
+    """``("plain_cnn", {"depth": 20, "width": 8})`` -> ``"PlainCNN(depth=20, width=8)"``."""
+    args = ", ".join(f"{k}={v}" for k, v in sorted((model_kw or {}).items()))
+    return f"{MODEL_NAMES.get(model, model)}({args})"
+
+
+def setting_label(config: dict[str, Any]) -> str:
+    """Human name of a setting: ``"SeedCNN(width=0.25), sgd lr=0.01, 2 epochs"``.
+
+    >>> setting_label({"model": "plain_cnn", "model_kw": {"depth": 20}, "lr": 0.05, "max_steps": 24})
+    'PlainCNN(depth=20), sgd lr=0.05, first 24 steps'
+    """
+    epochs = config.get("epochs", 1)
+    length = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    if config.get("max_steps"):
+        length = f"first {config['max_steps']} steps"
+    return (f"{model_label(config.get('model', '?'), config.get('model_kw'))}, {config.get('optimizer', 'sgd')} "
+            f"lr={config.get('lr', math.nan):g}, {length}")
+
+
+@dataclass
+class SweepRow:
+    """One clip setting of one training setting over its seeds (a row of :func:`sweep_table`)."""
+
+    setting: str
+    label: str
+    method: str
+    threshold: float | None
+    accuracies: list[float]
+    diverged: int
+    seconds: float
+    clip_rate: float
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        """Mean final test accuracy over seeds, in [0, 1]."""
+        return float(np.mean(self.accuracies))
+
+    @property
+    def spread(self) -> float:
+        """max - min of the final test accuracies over seeds."""
+        return float(np.max(self.accuracies) - np.min(self.accuracies))
+
+
+def sweep_table(histories: Iterable[Any]) -> list[SweepRow]:
+    """Group runs by (setting, method, threshold) over seeds: final accuracies (diverged = chance),
+    number diverged, mean seconds per run, mean clip rate. Rows are ordered by setting, then
+    "none" first, then method (in :data:`gradkit.clip.METHODS` order) and threshold."""
+    groups: dict[tuple[str, str, float | None], list[Any]] = {}
+    for h in histories:
+        method, threshold = split_spec(h.config.get("clip"))
+        groups.setdefault((setting_key(h.config), method, threshold), []).append(h)
+    rows = []
+    for (key, method, threshold), runs in groups.items():
+        runs.sort(key=lambda h: h.config.get("seed", 0))
+        rates = [h.clip_rate for h in runs if h.clipped]
+        rows.append(SweepRow(
+            setting=key, label=setting_label(runs[0].config), method=method, threshold=threshold,
+            accuracies=[final_accuracy(h) for h in runs], diverged=sum(bool(h.diverged) for h in runs),
+            seconds=float(np.mean([h.seconds for h in runs])),
+            clip_rate=float(np.mean(rates)) if rates else math.nan, run_ids=[run_id(h) for h in runs],
+        ))
+    rows.sort(key=lambda r: (r.setting, METHODS.index(r.method), r.threshold or 0.0))
+    return rows
+
+
+def accuracy_by_method(rows: Sequence[SweepRow]) -> dict[str, tuple[list[float], list[list[float]]]]:
+    """``{method: (thresholds, accuracies per seed)}`` of one setting's clipped rows, the input of
+    :func:`gradkit.plots.accuracy_vs_threshold`.
+
+    >>> accuracy_by_method([SweepRow("k", "s", "norm", 1.0, [0.5, 0.4], 0, 1.0, 0.2)])
+    {'norm': ([1.0], [[0.5, 0.4]])}
+    """
+    out: dict[str, tuple[list[float], list[list[float]]]] = {}
+    for r in rows:
+        if r.method != "none":
+            thresholds, accuracies = out.setdefault(r.method, ([], []))
+            thresholds.append(r.threshold)
+            accuracies.append(r.accuracies)
+    return out
+
+
+def best_threshold(rows: Sequence[SweepRow], method: str, tolerance: float = 0.01) -> tuple[SweepRow, SweepRow]:
+    """``(best, smallest_near)``: the row of ``method`` with the highest mean accuracy, and the row of the
+    smallest threshold whose mean is within ``tolerance`` (0.01 = 1 point) of it. ``rows``: one setting's.
+
+    >>> rows = [SweepRow("k", "s", "norm", c, [a], 0, 1.0, 0.5) for c, a in [(0.1, 0.20), (1.0, 0.295), (10.0, 0.30)]]
+    >>> [r.threshold for r in best_threshold(rows, "norm")]
+    [10.0, 1.0]
+    """
+    mine = sorted((r for r in rows if r.method == method), key=lambda r: r.threshold)
+    if not mine:
+        raise ValueError(f"method={method!r} has no runs here; methods present: "
+                         f"{', '.join(sorted({r.method for r in rows}))}")
+    best = max(mine, key=lambda r: r.mean)
+    return best, next(r for r in mine if r.mean >= best.mean - tolerance)
+
+
+def describe_method(rows: Sequence[SweepRow], method: str, tolerance: float = 0.01) -> str:
+    """Sentences, computed from the numbers, on what one method's thresholds did for one setting.
+
+    Names the best threshold (mean over seeds) and its gain over no clipping, the smallest
+    threshold within ``tolerance`` (0.01 = 1 point) of the best, what the smallest threshold cost,
+    whether the largest one ended like no clipping, and which thresholds diverged. A difference is
+    called real only when it exceeds both ``tolerance`` and the seed spread (max - min) of the two
+    rows compared. ``rows``: one setting's rows of :func:`sweep_table`.
+    """
+    best, near = best_threshold(rows, method, tolerance)
+    mine = sorted((r for r in rows if r.method == method), key=lambda r: r.threshold)
+    base = next((r for r in rows if r.method == "none"), None)
+    sym = "lambda" if method == "agc" else "c"
+    pts = f"{100 * tolerance:g} point" + ("" if tolerance == 0.01 else "s")
+
+    def at(r: SweepRow) -> str:
+        return f"{sym}={r.threshold:g} ({100 * r.mean:.1f}%, {100 * r.clip_rate:.0f}% of steps clipped)"
+
+    def noise(a: SweepRow, b: SweepRow) -> float:
+        return max(tolerance, a.spread, b.spread)
+
+    name = plots.METHOD_NAMES.get(method, method)
+    if base is not None and best.mean - base.mean <= noise(best, base):
+        margin = pts if noise(best, base) == tolerance else "its seed spread"
+        text = [f"{name}: no threshold beat no clipping ({100 * base.mean:.1f}%) by more than {margin}; "
+                f"the best was {at(best)}."]
+    else:
+        gain = f", {100 * (best.mean - base.mean):+.1f} points vs no clipping" if base is not None else ""
+        text = [f"{name}: best {at(best)[:-1]}{gain})."]
+        if best.clip_rate > 0.9:
+            how = f" (each step rescaled to length lr*{sym})" if method == "norm" else ""
+            text.append("It clipped nearly every step: there clipping no longer guards against rare spikes, "
+                        f"it changes every step{how}, much like a smaller learning rate.")
+    if near is not best:
+        text.append(f"The smallest threshold within {pts} of the best: {at(near)}.")
+    low, high = mine[0], mine[-1]
+    if best.mean - low.mean > noise(best, low):
+        text.append(f"The smallest, {at(low)}, shows what too small a threshold costs: every step shrunk, "
+                    "learning slowed.")
+    if base is not None and abs(high.mean - base.mean) <= tolerance and high.diverged == base.diverged:
+        text.append(f"The largest, {at(high)}, ended within {pts} of no clipping"
+                    + (": so large a threshold stops acting." if high.clip_rate < 0.05 else "."))
+    diverged = [f"{r.threshold:g} ({r.diverged}/{len(r.accuracies)})" for r in mine if r.diverged]
+    if diverged:
+        text.append(f"Diverged runs at {sym} = {', '.join(diverged)}.")
+    return " ".join(text)
+
+
+def describe_setting(rows: Sequence[SweepRow], tolerance: float = 0.01) -> str:
+    """One paragraph on one setting: the unclipped runs, then :func:`describe_method` per method."""
+    if not rows:
+        raise ValueError("rows is empty: pass the rows of one setting from sweep_table()")
+    base = next((r for r in rows if r.method == "none"), None)
+    parts = [f"{rows[0].label}."]
+    if base is not None:
+        n = len(base.accuracies)
+        state = f"{base.diverged} of {n} diverged" if base.diverged else f"none of {n} diverged"
+        parts.append(f"Without clipping: {100 * base.mean:.1f}% mean final test accuracy ({state}).")
+    methods = [m for m in METHODS if m != "none" and any(r.method == m for r in rows)]
+    parts += [describe_method(rows, m, tolerance) for m in methods]
+    return " ".join(parts)
+
+
+def sweep_configs(base: dict[str, Any], thresholds: dict[str, Sequence[float]],
+                  seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The configs of a threshold sweep: per seed, ``base`` without clipping, then ``method:t`` for every
+    method and threshold in ``thresholds`` (``{"norm": [0.1, 1.0], ...}``).
+
+    >>> [c["clip"] for c in sweep_configs({"model": "seed_cnn"}, {"norm": [0.1, 1.0]}, seeds=[0])]
+    ['none', 'norm:0.1', 'norm:1']
+    """
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, e.g. [0, 1]")
+    for method, values in thresholds.items():
+        if method not in METHODS or method == "none":
+            raise ValueError(f"method={method!r} is not a clipping method; accepted: {', '.join(METHODS[1:])}")
+        if not values or not all(isinstance(t, (int, float)) and t > 0 for t in values):
+            raise ValueError(f"thresholds[{method!r}] must be a non-empty list of numbers > 0, got {values!r}")
+    out = []
+    for seed in seeds:
+        out.append({**base, "seed": seed, "clip": "none"})
+        out += [{**base, "seed": seed, "clip": f"{m}:{t:g}"} for m, ts in thresholds.items() for t in ts]
+    return out
+
+
+def run_sweep(configs: list[dict[str, Any]], results_dir: str | Path, *, reuse: str | Path | None = SHIPPED_RESULTS,
+              data: Any = None, progress: bool = True) -> list[Any]:
+    """:func:`gradkit.train.sweep` over ``configs`` in ``results_dir``, reusing finished runs.
+
+    The run files of ``reuse`` (default: the shipped ``results/``) are copied into ``results_dir``
+    first, so a config already run there is loaded instead of trained, and the shipped folder is
+    never written to.
+    """
+    import shutil
+
+    from .train import sweep
+
+    folder = Path(results_dir)
+    if reuse is not None and Path(reuse).resolve() != folder.resolve() and Path(reuse).is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in Path(reuse).glob("run-*.json"):
+            if not (folder / path.name).exists():
+                shutil.copyfile(path, folder / path.name)
+    return sweep(configs=configs, results_dir=folder, data=data, progress=progress)
+
+
+def format_table(rows: Sequence[SweepRow]) -> str:
+    """A text table of :func:`sweep_table` rows: clip setting, mean and per-seed final test accuracy (%),
+    runs diverged, share of steps clipped, seconds per run.
+
+    >>> print(format_table([SweepRow("k", "s", "norm", 1.0, [0.5, 0.25], 0, 3.0, 0.2)]))
+    clip                        acc %   per seed      diverged  clipped  s/run
+    norm clipping, c=1           37.5   50.0 25.0     0/2           20%    3.0
+    """
+    lines = [f"{'clip':<26}{'acc %':>7}   {'per seed':<14}{'diverged':<10}{'clipped':>7}{'s/run':>7}"]
+    for r in rows:
+        spec = "none" if r.threshold is None else f"{r.method}:{r.threshold:g}"
+        seeds = " ".join(f"{100 * a:.1f}" for a in r.accuracies)
+        rate = "-" if math.isnan(r.clip_rate) else f"{100 * r.clip_rate:.0f}%"
+        diverged = f"{r.diverged}/{len(r.accuracies)}"
+        lines.append(f"{plots.spec_label(spec):<26}{100 * r.mean:>7.1f}   {seeds:<14}{diverged:<10}"
+                     f"{rate:>7}{r.seconds:>7.1f}")
+    return "\n".join(lines)
+
+
+def sweep_figure(histories: Sequence[Any], seed: int | None = None, window: int = 10) -> Any:
+    """Two panels for one setting's sweep: final test accuracy against the threshold (seed mean and
+    min..max band, no clipping as a grey line), and the training loss of every run of ``seed``
+    (default: the first), coloured from small (dark) to large (light) thresholds."""
+    import matplotlib
+
+    rows = sweep_table(histories)
+    if len({r.setting for r in rows}) != 1:
+        raise ValueError("histories must hold the runs of one setting; split them with sweep_table()'s setting keys")
+    base = next((r for r in rows if r.method == "none"), None)
+    fig, axes = plots.figure(1, 2, width=12.5, height=3.9)
+    ax_acc, ax_loss = axes[0]
+    plots.accuracy_vs_threshold(ax_acc, accuracy_by_method(rows), baseline=base.accuracies if base else None)
+    ax_acc.set_title("final test accuracy (band: min..max over seeds)")
+    seed = min(h.config.get("seed", 0) for h in histories) if seed is None else seed
+    mine = sorted((h for h in histories if h.config.get("seed", 0) == seed),
+                  key=lambda h: (split_spec(h.config["clip"])[1] or math.inf))
+    cmap = matplotlib.colormaps["viridis"]
+    clipped = [h for h in mine if split_spec(h.config["clip"])[0] != "none"]
+    curves, colors, dashed = {}, {}, []
+    for i, h in enumerate(clipped):
+        curves[plots.spec_label(h.config["clip"])] = h.loss
+        colors[plots.spec_label(h.config["clip"])] = cmap(i / max(len(clipped) - 1, 1))
+    for h in mine:
+        if split_spec(h.config["clip"])[0] == "none":
+            curves[plots.METHOD_NAMES["none"]] = h.loss
+            colors[plots.METHOD_NAMES["none"]] = "black"
+            dashed.append(plots.METHOD_NAMES["none"])
+    plots.loss_curves(ax_loss, curves, colors=colors, dashed=dashed, window=window)
+    ax_loss.set_title(f"training loss, seed {seed}")
+    ax_loss.legend(fontsize=7, ncol=2)
+    fig.suptitle(rows[0].label)
+    return fig
+
+
+def _nearest(values: Sequence[float], target: float) -> float:
+    """The value nearest ``target`` on a log scale."""
+    return min(values, key=lambda v: abs(math.log10(v) - math.log10(target)))
+
+
+class SweepIndex:
+    """The runs of a sweep, found by setting, method, threshold and seed."""
+
+    def __init__(self, histories: Iterable[Any]) -> None:
+        self.runs: dict[str, Any] = {}
+        self.settings: dict[str, dict[str, Any]] = {}
+        self._by: dict[tuple[str, str, float | None, int], str] = {}
+        for h in histories:
+            self.add(h)
+
+    def add(self, h: Any) -> str:
+        """Index one run; returns its setting key."""
+        key = setting_key(h.config)
+        method, threshold = split_spec(h.config.get("clip"))
+        self.runs[run_id(h)] = h
+        self.settings.setdefault(key, {k: v for k, v in h.config.items() if k not in ("clip", "seed", "run_id")})
+        self._by[(key, method, threshold, int(h.config.get("seed", 0)))] = run_id(h)
+        return key
+
+    def find(self, key: str, method: str, threshold: float | None, seed: int) -> Any | None:
+        """The run of that setting, clip and seed, or None."""
+        rid = self._by.get((key, method, threshold, seed))
+        return self.runs.get(rid) if rid else None
+
+    def thresholds(self, key: str, method: str) -> list[float]:
+        """The thresholds of ``method`` run for setting ``key``, ascending."""
+        return sorted({t for (k, m, t, _) in self._by if k == key and m == method and t is not None})
+
+    def seeds(self, key: str) -> list[int]:
+        """The seeds run for setting ``key``, ascending."""
+        return sorted({s for (k, *_, s) in self._by if k == key})
+
+    def histories(self, key: str) -> list[Any]:
+        """Every run of setting ``key``."""
+        return [self.runs[rid] for (k, *_), rid in self._by.items() if k == key]
+
+    def lookup(self, model: str, model_kw: dict[str, Any], optimizer: str, lr: float) -> str | None:
+        """The setting with that model, optimizer and learning rate that has the most runs, or None."""
+        keys = [k for k, c in self.settings.items()
+                if c.get("model") == model and (c.get("model_kw") or {}) == model_kw
+                and c.get("optimizer") == optimizer and math.isclose(float(c.get("lr", math.nan)), lr)]
+        return max(keys, key=lambda k: len(self.histories(k))) if keys else None
+
+
+class ThresholdExplorer:
+    """Sliders over a precomputed sweep, with a button that trains the selected setting live.
+
+    ``histories``: runs of :func:`gradkit.train.sweep` (e.g. ``load_sweep("results")``).
+    ``data``: the Dataset live runs train on; None lets :func:`gradkit.train.sweep` load CIFAR-10
+    with the subset sizes recorded in the setting's config. ``results_dir``: where live runs are
+    cached (runs already there are loaded too); None disables the button.
+
+    ``controls`` holds the widgets (``model``, ``optimizer``, ``lr``, ``method``, ``threshold``,
+    ``no_clip``, ``train``); ``views`` the data last shown, with the ids of the runs it came from;
+    ``widget`` is what to display; :meth:`show` displays it (or, headless, :meth:`static`).
+    """
+
+    def __init__(self, histories: Iterable[Any], data: Any = None, results_dir: str | Path | None = None) -> None:
+        import ipywidgets as w
+
+        from .train import OPTIMIZERS, load_sweep
+
+        runs = list(histories)
+        self.results_dir = Path(results_dir) if results_dir is not None else None
+        if self.results_dir is not None and self.results_dir.is_dir():
+            runs += load_sweep(self.results_dir)
+        if not runs:
+            raise ValueError("histories is empty: pass the runs of a sweep, e.g. load_sweep('results')")
+        self.index = SweepIndex(runs)
+        self.data = data
+        self.views: dict[str, Any] = {}
+        first = self.index.settings[max(self.index.settings, key=lambda k: len(self.index.histories(k)))]
+        self._models = self._model_options()
+        self._hold = False
+        lrs = sorted({float(c["lr"]) for c in self.index.settings.values()})
+        sweep_methods = {split_spec(h.config.get("clip"))[0] for h in runs} - {"none"}
+        methods = [m for m in METHODS if m in sweep_methods] + [m for m in METHODS if m not in sweep_methods | {"none"}]
+        style = {"description_width": "initial"}
+        # 1e-3 .. 1e2, widened to every threshold in the sweep (value clipping's reach down to 1e-4).
+        exponents = [math.log10(t) for key in self.index.settings for m in METHODS
+                     for t in self.index.thresholds(key, m)]
+        low, high = min([-3.0, *exponents]), max([2.0, *exponents])
+        self.controls: dict[str, Any] = {
+            "model": w.Dropdown(options=list(self._models), description="model", style=style,
+                                value=model_label(first["model"], first.get("model_kw"))),
+            "optimizer": w.Dropdown(options=list(OPTIMIZERS), value=first.get("optimizer", "sgd"),
+                                    description="optimizer", style=style),
+            "lr": w.Dropdown(options=lrs, value=float(first["lr"]), description="learning rate", style=style),
+            "method": w.Dropdown(options=[(plots.METHOD_NAMES[m], m) for m in methods],
+                                 value="norm" if "norm" in sweep_methods else methods[0],
+                                 description="method", style=style),
+            "threshold": w.FloatLogSlider(value=1.0, base=10, min=math.floor(low), max=math.ceil(high), step=0.05,
+                                          description="threshold", readout_format=".3g", continuous_update=False,
+                                          style=style),
+            "no_clip": w.Checkbox(value=False, description="no clipping"),
+            "train": w.Button(description="Train this setting", icon="play", disabled=self.results_dir is None,
+                              tooltip="train the selected configuration now (cached by config)"),
+        }
+        self._status = w.HTML()
+        self._log = w.Output()
+        self._figure = w.Output()
+        for name in ("model", "optimizer", "lr", "method", "threshold", "no_clip"):
+            self.controls[name].observe(self._changed, names="value")
+        self.controls["train"].on_click(lambda _: self.train_selected())
+        c = self.controls
+        self.widget = w.VBox([
+            w.HBox([c["model"], c["optimizer"], c["lr"]]),
+            w.HBox([c["method"], c["threshold"], c["no_clip"]]),
+            w.HBox([c["train"], self._status]), self._log, self._figure,
+        ])
+        self._snap_slider()
+        self.refresh()
+
+    def _model_options(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Dropdown label -> (model name, model_kw): the sweep's models, then live-only sizes of the others."""
+        options = {model_label(c["model"], c.get("model_kw")): (c["model"], dict(c.get("model_kw") or {}))
+                   for c in self.index.settings.values()}
+        present = {name for name, _ in options.values()}
+        options.update({model_label(n, kw): (n, kw) for n, kw in LIVE_MODELS.items() if n not in present})
+        return options
+
+    def _setting(self) -> str | None:
+        model, model_kw = self._models[self.controls["model"].value]
+        return self.index.lookup(model, model_kw, self.controls["optimizer"].value, self.controls["lr"].value)
+
+    def _snap_slider(self) -> None:
+        """Put the slider on the middle threshold of the selected method, when the sweep has one."""
+        key = self._setting()
+        ts = self.index.thresholds(key, self.controls["method"].value) if key else []
+        if ts:
+            self._hold = True
+            self.controls["threshold"].value = ts[len(ts) // 2]
+            self._hold = False
+
+    def _changed(self, change: dict[str, Any]) -> None:
+        if self._hold:
+            return
+        if change["owner"] is self.controls["method"]:
+            self._snap_slider()
+        self.refresh()
+
+    def select(self, **values: Any) -> dict[str, Any]:
+        """Set controls by name and refresh once, e.g. ``select(model="plain_cnn", lr=0.05, method="agc")``.
+        ``model`` may be a model name (its first size in the dropdown). Without ``threshold``, a new
+        method starts at its middle threshold. Returns :attr:`views`."""
+        names = [k for k in self.controls if k != "train"]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"cannot select {unknown}; accepted names: {', '.join(names)}")
+        model = values.get("model")
+        if model is not None and model not in self._models:
+            labels = [label for label, (name, _) in self._models.items() if name == model]
+            if not labels:
+                raise ValueError(f"model={model!r} is not offered; accepted: {', '.join(self._models)} "
+                                 f"or a name among {', '.join(sorted({n for n, _ in self._models.values()}))}")
+            values["model"] = labels[0]
+        self._hold = True
+        try:
+            for name in ("model", "optimizer", "lr", "method", "no_clip", "threshold"):
+                if name in values:
+                    self.controls[name].value = values[name]
+        finally:
+            self._hold = False
+        if "method" in values and "threshold" not in values:
+            self._snap_slider()
+        self.refresh()
+        return self.views
+
+    def selection(self) -> dict[str, Any]:
+        """The selected setting key, method and threshold: the slider's value snapped to the nearest
+        threshold run in the sweep (None for no clipping), and the slider's own value."""
+        key = self._setting()
+        method = "none" if self.controls["no_clip"].value else self.controls["method"].value
+        requested = float(self.controls["threshold"].value)
+        available = self.index.thresholds(key, method) if key else []
+        threshold = None if method == "none" else (_nearest(available, requested) if available else None)
+        return {"setting": key, "method": method, "threshold": threshold, "requested": requested}
+
+    def compute_views(self) -> dict[str, Any]:
+        """The data of the six views for the current selection (see the module docstring)."""
+        sel = self.selection()
+        key, method, threshold = sel["setting"], sel["method"], sel["threshold"]
+        views: dict[str, Any] = {**sel, "available": False}
+        if key is None or (method != "none" and threshold is None):
+            return views
+        seed = self.index.seeds(key)[0]
+        run = self.index.find(key, method, threshold, seed)
+        base = self.index.find(key, "none", None, seed)
+        if run is None:
+            return views
+        rows = sweep_table(self.index.histories(key))
+        chosen = next(r for r in rows if r.method == method and r.threshold == threshold)
+        baseline_row = next((r for r in rows if r.method == "none"), None)
+        before = np.asarray(run.grad_norm_before, dtype=float)
+        after = np.asarray(run.grad_norm_after, dtype=float)
+        clipped = np.asarray(run.clipped, dtype=bool)
+        views.update(
+            available=True, label=setting_label(run.config), seed=seed, run_id=run_id(run),
+            run_ids=chosen.run_ids, baseline_id=run_id(base) if base is not None else None,
+            loss=np.asarray(run.loss, dtype=float),
+            baseline_loss=np.asarray(base.loss, dtype=float) if base is not None else None,
+            accuracy=accuracy_by_method(rows), baseline_accuracy=baseline_row.accuracies if baseline_row else None,
+            selected_accuracy=(threshold, chosen.mean) if threshold is not None else None,
+            norms=before, baseline_norms=np.asarray(base.grad_norm_before, dtype=float) if base is not None else None,
+            threshold_line=threshold if method in _NORM_SCALE else None,
+            clipped_share=float(clipped.mean()) if clipped.size else math.nan,
+            clipped=clipped, norm_after=after,
+            step_factor=np.where(clipped, after / np.where(before > 0, before, np.nan), np.nan),
+            layer_names=list(run.layer_names), layer_steps=np.asarray(run.layer_steps),
+            update_ratio=np.asarray(run.update_ratio, dtype=float),
+            baseline_layer_steps=np.asarray(base.layer_steps) if base is not None else None,
+            baseline_update_ratio=np.asarray(base.update_ratio, dtype=float) if base is not None else None,
+        )
+        return views
+
+    def refresh(self) -> None:
+        """Recompute :attr:`views` and redraw the figure (all six views together)."""
+        self.views = self.compute_views()
+        sel = self.views
+        if not sel["available"]:
+            self._status.value = ("<i>this setting is not in the sweep"
+                                  + (": press <b>Train this setting</b></i>" if self.results_dir else "</i>"))
+        else:
+            sym = "lambda" if sel["method"] == "agc" else "c"
+            shown = f"{sym}={sel['threshold']:.3g}" if sel["threshold"] is not None else "no clipping"
+            self._status.value = f"showing the nearest run in the sweep: <b>{shown}</b> (seed {sel['seed']})"
+        # Only a live notebook shows the figure; headless runs use static() and tests read the views.
+        if headless() or not _in_kernel():
+            return
+        from IPython.display import clear_output
+
+        with self._figure:
+            clear_output(wait=True)
+            if sel["available"]:
+                plots.display_figure(self.draw())
+
+    def summary(self) -> str:
+        """The selected run against the unclipped run of the same seed, in numbers read from :attr:`views`:
+        loss over the last 10 steps, first/median/largest ||g|| before clipping, share of steps clipped and
+        the median step-size factor, the median update-to-weight ratio of the first and last weight layers,
+        and the final test accuracy."""
+        v = self.views
+        if not v.get("available"):
+            raise ValueError("the selection has no run in the sweep: choose another setting, or train it")
+        sel, base = self.index.runs[v["run_id"]], self.index.runs.get(v["baseline_id"] or "")
+        weights = [j for j, n in enumerate(v["layer_names"]) if not n.endswith("bias")] or [0]
+
+        def row(h: Any) -> list[str]:
+            norms = np.asarray(h.grad_norm_before, dtype=float)
+            ratio = np.asarray(h.update_ratio, dtype=float)
+            first, last = ((f"{np.median(ratio[:, j]):.2g}" for j in (weights[0], weights[-1])) if ratio.ndim == 2
+                           else ("-", "-"))
+            return [f"{np.mean(h.loss[-10:]):.3f}", f"{norms[0]:.3g} / {np.median(norms):.3g} / {norms.max():.3g}",
+                    f"{100 * h.clip_rate:.0f}%", f"{first} / {last}", f"{100 * final_accuracy(h):.1f}%"]
+
+        labels = ["training loss, last 10 steps (ln 10 = 2.303: a uniform guess)",
+                  "||g|| before clipping: first step / median / largest",
+                  "steps clipped", f"update/weight ratio, median: {v['layer_names'][weights[0]]} / "
+                  f"{v['layer_names'][weights[-1]]}", "final test accuracy" + (" (diverged: chance)" if sel.diverged else "")]
+        mine, other = row(sel), row(base) if base is not None and base is not sel else None
+        head = f"{v['label']}, seed {v['seed']}: {plots.spec_label(self._spec(v))}"
+        lines = [head + (" | no clipping" if other else "")]
+        for i, label in enumerate(labels):
+            lines.append(f"  {label}: {mine[i]}" + (f" | {other[i]}" if other else ""))
+        factor = v["step_factor"][np.isfinite(v["step_factor"])]
+        if factor.size:
+            lines.append(f"  median step-size factor on clipped steps: {np.median(factor):.3g}")
+        return "\n".join(lines)
+
+    def draw(self) -> Any:
+        """The six views of :attr:`views` in one 2x3 figure; returns the figure."""
+        v = self.views
+        if not v.get("available"):
+            raise ValueError("the selection has no run in the sweep: choose another setting, or train it")
+        fig, axes = plots.figure(2, 3, width=13.5, height=6.6)
+        self._draw_row(v, list(axes[0]) + list(axes[1]))
+        fig.suptitle(f"{v['label']}, seed {v['seed']}: {plots.spec_label(self._spec(v))}")
+        return fig
+
+    @staticmethod
+    def _spec(v: dict[str, Any]) -> str:
+        return "none" if v["threshold"] is None else f"{v['method']}:{v['threshold']:g}"
+
+    def _draw_row(self, v: dict[str, Any], axes: list[Any], accuracy: bool = True) -> None:
+        """Draw the views into ``axes``: loss, [accuracy], histogram, clip rate, step factor, update ratio."""
+        label = plots.spec_label(self._spec(v))
+        color = plots.color_for(v["method"])
+        # The unclipped run first, so the selected run is drawn on top where they coincide.
+        curves = {}
+        if v["baseline_loss"] is not None and v["method"] != "none":
+            curves[plots.METHOD_NAMES["none"]] = v["baseline_loss"]
+        curves[label] = v["loss"]
+        it = iter(axes)
+        plots.loss_curves(next(it), curves, colors={label: color, plots.METHOD_NAMES["none"]: plots.color_for("none")})
+        if accuracy:
+            ax = next(it)
+            plots.accuracy_vs_threshold(ax, v["accuracy"], baseline=v["baseline_accuracy"],
+                                        selected=v["selected_accuracy"])
+        ax = next(it)
+        plots.grad_norm_histogram(ax, v["norms"], threshold=v["threshold_line"],
+                                  reference=v["baseline_norms"] if v["method"] != "none" else None,
+                                  clipped_share=v["clipped_share"], color=color)
+        if v["method"] in _SCALE_NOTE:
+            ax.set_title(f"{ax.get_title()}\n({_SCALE_NOTE[v['method']]})", fontsize=9)
+        plots.clip_rate_curve(next(it), v["clipped"], color=color)
+        plots.step_reduction(next(it), v["norms"], v["norm_after"], v["clipped"], color=color)
+        reference = None
+        if v["baseline_update_ratio"] is not None and v["method"] != "none":
+            reference = (v["baseline_layer_steps"], v["baseline_update_ratio"])
+        ax = next(it)
+        plots.update_ratio_curves(ax, v["layer_steps"], v["update_ratio"], v["layer_names"], reference=reference)
+        if reference is not None:
+            ax.set_title("solid: clipped, dotted: no clipping", fontsize=9)
+
+    def static(self, count: int = 3) -> list[Any]:
+        """Headless fallback: accuracy vs threshold with ``count`` representative thresholds of the
+        selected method starred (smallest, middle, largest), then one row of views per threshold.
+        Displays the figures and returns them."""
+        sel = self.selection()
+        key = sel["setting"]
+        if key is None:
+            raise ValueError("the selected setting has no runs in the sweep; choose one that has")
+        method = sel["method"] if sel["method"] != "none" else self.controls["method"].value
+        ts = self.index.thresholds(key, method)
+        if not ts:
+            raise ValueError(f"method={method!r} has no runs for this setting; choose one of the sweep's methods")
+        picks = sorted({ts[round(i * (len(ts) - 1) / max(count - 1, 1))] for i in range(count)})
+        saved = (self.controls["threshold"].value, self.controls["no_clip"].value)
+        rows = []
+        self._hold = True
+        try:
+            self.controls["no_clip"].value = False
+            for t in picks:
+                self.controls["threshold"].value = t
+                rows.append(self.compute_views())
+        finally:
+            self.controls["threshold"].value, self.controls["no_clip"].value = saved
+            self._hold = False
+        fig1, ax = plots.figure(1, 1, width=6.5, height=3.6)
+        plots.accuracy_vs_threshold(ax, rows[0]["accuracy"], baseline=rows[0]["baseline_accuracy"])
+        for v in rows:
+            ax.plot(*v["selected_accuracy"], "*", color="black", markersize=12)
+        ax.set_title(f"{rows[0]['label']}\nstars: the thresholds drawn below")
+        # A lower dpi keeps the stored notebooks small: this grid is the largest figure of the lesson.
+        fig2, axes = plots.figure(len(rows), 5, width=15.0, height=2.8 * len(rows), dpi=85)
+        for r, v in enumerate(rows):
+            self._draw_row(v, list(axes[r]), accuracy=False)
+            axes[r][0].set_title(plots.spec_label(self._spec(v)), loc="left")
+        plots.display_figure(fig1)
+        plots.display_figure(fig2)
+        return [fig1, fig2]
+
+    def show(self) -> None:
+        """Display the widget in a live notebook; headless, draw :meth:`static` instead."""
+        show(self.widget, self.static)
+
+    def live_config(self) -> dict[str, Any]:
+        """The config "Train this setting" runs: the selected setting's config (or, for a setting the
+        sweep lacks, the first setting's with model, optimizer and lr replaced), the slider's
+        threshold to 3 significant digits, the first seed."""
+        model, model_kw = self._models[self.controls["model"].value]
+        key = self._setting()
+        template = self.index.settings[key] if key else next(iter(self.index.settings.values()))
+        config = dict(template)
+        config.update(model=model, model_kw=model_kw, optimizer=self.controls["optimizer"].value,
+                      lr=self.controls["lr"].value, seed=self.index.seeds(key)[0] if key else 0)
+        method = "none" if self.controls["no_clip"].value else self.controls["method"].value
+        config["clip"] = "none" if method == "none" else f"{method}:{float(self.controls['threshold'].value):.3g}"
+        return config
+
+    def train_selected(self, max_steps: int | None = None) -> Any:
+        """Train :meth:`live_config` now (cached on disk in ``results_dir`` by config: a second
+        press loads it), add it to the sweep and show it. Returns its History.
+
+        ``max_steps`` cuts the run short (a demonstration): the run then has a config of its own, a
+        setting of its own, and the views stay on the full-length runs."""
+        from .train import sweep
+
+        if self.results_dir is None:
+            raise ValueError("results_dir is None: pass results_dir= to cache live runs, e.g. 'reports/live'")
+        config = self.live_config()
+        if max_steps is not None:
+            config["max_steps"] = max_steps
+        self.controls["train"].disabled = True
+        self._status.value = f"training {plots.spec_label(config['clip'])} ..."
+        try:
+            with self._log:
+                [h] = sweep(configs=[config], results_dir=self.results_dir, data=self.data, progress=True)
+        finally:
+            self.controls["train"].disabled = False
+        self.index.add(h)
+        method, threshold = split_spec(h.config["clip"])
+        self._hold = True
+        if method != "none":
+            self.controls["threshold"].value = threshold
+        self._hold = False
+        self.refresh()
+        return h
