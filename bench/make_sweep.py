@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gradkit.explorer import THRESHOLD_RANGES, sweep_configs
+from gradkit.sweeps import THRESHOLD_RANGES, sweep_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1)
@@ -47,7 +47,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def configs() -> list[dict[str, Any]]:
     """Every run of the sweep: per setting and seed, no clipping, then each method's ten thresholds
-    (:data:`gradkit.explorer.THRESHOLD_RANGES`).
+    (:data:`gradkit.sweeps.THRESHOLD_RANGES`).
 
     >>> len(configs())  # 3 settings x 2 seeds x (1 + 3 methods x 10 thresholds)
     186

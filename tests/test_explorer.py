@@ -5,9 +5,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from gradkit import explorer, plots
+from gradkit import explorer, plots, sweeps
 from gradkit.data import synthetic
-from gradkit.explorer import ThresholdExplorer, describe_method, describe_setting, sweep_table
+from gradkit.explorer import ThresholdExplorer
+from gradkit.sweeps import describe_method, describe_setting, sweep_table
 from gradkit.train import History, load_sweep, sweep
 
 NORMS = [0.01, 0.1, 1.0]
@@ -33,8 +34,8 @@ def tiny_sweep(tmp_path_factory, data):
 
 def find(runs, clip, seed=0):
     """The run with that clip spec (compared as (method, threshold)) and seed."""
-    want = explorer.split_spec(clip)
-    [h] = [h for h in runs if explorer.split_spec(h.config["clip"]) == want and h.config["seed"] == seed]
+    want = sweeps.split_spec(clip)
+    [h] = [h for h in runs if sweeps.split_spec(h.config["clip"]) == want and h.config["seed"] == seed]
     return h
 
 
@@ -98,7 +99,7 @@ def test_update_ratio_view_has_one_column_per_layer(ex):
 
 
 def test_setting_missing_from_the_sweep_is_reported(ex):
-    ex.controls["model"].value = explorer.model_label("resnet", explorer.LIVE_MODELS["resnet"])
+    ex.controls["model"].value = sweeps.model_label("resnet", explorer.LIVE_MODELS["resnet"])
     assert ex.views["available"] is False and ex.views["setting"] is None
     with pytest.raises(ValueError, match="no run in the sweep"):
         ex.draw()
@@ -122,7 +123,7 @@ def test_live_training_is_added_and_cached(tiny_sweep, data, tmp_path):
     ex.controls["train"].click()
     [path] = tmp_path.glob("run-*.json")
     h = History.load(path)
-    assert explorer.split_spec(h.config["clip"]) == ("norm", 0.5) and h.config["seed"] == 0 and h.config["lr"] == BASE["lr"]
+    assert sweeps.split_spec(h.config["clip"]) == ("norm", 0.5) and h.config["seed"] == 0 and h.config["lr"] == BASE["lr"]
     assert ex.views["threshold"] == 0.5 and ex.views["run_id"] == h.config["run_id"]
     mtime = path.stat().st_mtime_ns
     again = ex.train_selected()
@@ -168,7 +169,7 @@ def test_sweep_table_and_words_come_from_the_numbers(tiny_sweep):
 
 def test_diverged_run_counts_as_chance():
     h = History(config={"clip": "none", "run_id": "x"}, diverged=True, test_acc=[0.4])
-    assert explorer.final_accuracy(h) == 0.1
+    assert sweeps.final_accuracy(h) == 0.1
     [row] = sweep_table([h])
     assert row.accuracies == [0.1] and row.diverged == 1
 
@@ -200,7 +201,7 @@ def test_histogram_counts_finite_positive_norms():
 
 
 def test_shipped_sweep_has_the_required_coverage():
-    folder = explorer.SHIPPED_RESULTS
+    folder = sweeps.SHIPPED_RESULTS
     runs = load_sweep(folder)
     with open(folder / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == len(runs)
@@ -210,7 +211,7 @@ def test_shipped_sweep_has_the_required_coverage():
         assert h.layer_names and h.update_ratio
     rows = sweep_table(runs)
     settings = {r.setting for r in rows}
-    models = sorted({explorer.model_label(h.config["model"], h.config["model_kw"]) for h in runs})
+    models = sorted({sweeps.model_label(h.config["model"], h.config["model_kw"]) for h in runs})
     assert len(settings) >= 3 and any(m.startswith("PlainCNN") for m in models)
     assert any(h.config["model"] == "seed_cnn" and h.config["lr"] == 0.01 for h in runs)
     for key in settings:
@@ -236,10 +237,10 @@ def test_select_sets_several_controls_and_refreshes_once(ex, tiny_sweep):
 
 
 def test_best_threshold_and_table_text():
-    rows = [explorer.SweepRow("k", "s", "none", None, [0.3, 0.3], 0, 2.0, 0.0)] + [
-        explorer.SweepRow("k", "s", "norm", c, [a, a], 0, 2.0, rate)
+    rows = [sweeps.SweepRow("k", "s", "none", None, [0.3, 0.3], 0, 2.0, 0.0)] + [
+        sweeps.SweepRow("k", "s", "norm", c, [a, a], 0, 2.0, rate)
         for c, a, rate in [(0.01, 0.10, 1.0), (0.1, 0.345, 1.0), (1.0, 0.35, 0.5), (10.0, 0.30, 0.0)]]
-    best, near = explorer.best_threshold(rows, "norm")
+    best, near = sweeps.best_threshold(rows, "norm")
     assert (best.threshold, near.threshold) == (1.0, 0.1)
     text = describe_method(rows, "norm")
     assert text == ("norm clipping: best c=1 (35.0%, 50% of steps clipped, +5.0 points vs no clipping). "
@@ -247,26 +248,26 @@ def test_best_threshold_and_table_text():
                     "The smallest, c=0.01 (10.0%, 100% of steps clipped), shows what too small a threshold costs: "
                     "every step shrunk, learning slowed. The largest, c=10 (30.0%, 0% of steps clipped), ended "
                     "within 1 point of no clipping: so large a threshold stops acting.")
-    table = explorer.format_table(rows).splitlines()
+    table = sweeps.format_table(rows).splitlines()
     assert table[1].split() == ["no", "clipping", "30.0", "30.0", "30.0", "0/2", "0%", "2.0"]
     assert table[3].split()[-6:] == ["34.5", "34.5", "34.5", "0/2", "100%", "2.0"]
 
 
 def test_sweep_configs_and_bad_methods():
-    configs = explorer.sweep_configs({"model": "seed_cnn", "lr": 0.1}, {"norm": [0.5], "agc": [0.01, 0.1]}, [3, 4])
+    configs = sweeps.sweep_configs({"model": "seed_cnn", "lr": 0.1}, {"norm": [0.5], "agc": [0.01, 0.1]}, [3, 4])
     assert [(c["seed"], c["clip"]) for c in configs] == [
         (3, "none"), (3, "norm:0.5"), (3, "agc:0.01"), (3, "agc:0.1"),
         (4, "none"), (4, "norm:0.5"), (4, "agc:0.01"), (4, "agc:0.1")]
     with pytest.raises(ValueError, match="method='nrom' is not a clipping method"):
-        explorer.sweep_configs({}, {"nrom": [1.0]}, [0])
+        sweeps.sweep_configs({}, {"nrom": [1.0]}, [0])
     with pytest.raises(ValueError, match=r"thresholds\['norm'\] must be a non-empty list of numbers > 0"):
-        explorer.sweep_configs({}, {"norm": [0.0]}, [0])
+        sweeps.sweep_configs({}, {"norm": [0.0]}, [0])
 
 
 def test_run_sweep_reuses_runs_without_writing_to_the_source(tiny_sweep, data, tmp_path):
     before = sorted(p.name for p in tiny_sweep.iterdir())
     configs = [{**BASE, "seed": 0, "clip": "norm:1"}]
-    [h] = explorer.run_sweep(configs, tmp_path / "copy", reuse=tiny_sweep, data=data, progress=False)
+    [h] = sweeps.run_sweep(configs, tmp_path / "copy", reuse=tiny_sweep, data=data, progress=False)
     assert h.config["run_id"] == find(load_sweep(tiny_sweep), "norm:1").config["run_id"]
     assert sorted(p.name for p in tiny_sweep.iterdir()) == before
     assert len(list((tmp_path / "copy").glob("run-*.json"))) == len(before) - 1  # all runs but summary.csv
@@ -274,7 +275,7 @@ def test_run_sweep_reuses_runs_without_writing_to_the_source(tiny_sweep, data, t
 
 def test_sweep_figure_draws_every_threshold(tiny_sweep):
     runs = load_sweep(tiny_sweep)
-    fig = explorer.sweep_figure([h for h in runs if explorer.split_spec(h.config["clip"])[0] in ("none", "norm")])
+    fig = sweeps.sweep_figure([h for h in runs if sweeps.split_spec(h.config["clip"])[0] in ("none", "norm")])
     acc_ax, loss_ax = fig.axes
     line = next(ln for ln in acc_ax.lines if ln.get_label() == "norm clipping")
     np.testing.assert_allclose(line.get_xdata(), NORMS)
