@@ -17,3 +17,4 @@ from gradkit.data import Dataset, cifar10, synthetic  # noqa: F401
 from gradkit.models import PlainCNN, ResNet, SeedCNN, build_model, count_params, flops_per_image  # noqa: F401
 from gradkit.train import DeviceLoader, History, fit, load_sweep, sweep  # noqa: F401
 from gradkit.suggest import ThresholdSuggestion, suggest_threshold  # noqa: F401
+from gradkit.remedies import Constraint, clip_weights_, constraint, max_norm_  # noqa: F401

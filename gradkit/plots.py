@@ -661,5 +661,5 @@ def train_test_bars(ax: Any, train_acc: Mapping[str, float], test_acc: Mapping[s
     ax.set_xticks(x, labels)
     ax.set_ylim(0, min(100.0, max(tr.max(), te.max()) + 12))
     ax.set_ylabel("accuracy (%)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     return ax

@@ -1,0 +1,682 @@
+"""Claims about gradient clipping, measured: the helpers and verdict rules of lesson 07.
+
+Each claim gets an experiment, numbers, and a :class:`Verdict` computed from those numbers by a
+rule written in the verdict function's docstring (never typed in by hand). When the run is too
+small to decide (the ``smoke`` profile), the rule answers ``"inconclusive at this size"``
+instead of asserting something it did not see.
+
+Measurements:
+
+- :func:`clip_geometry`: on real SGD steps, the norm of each clipped gradient and the cosine
+  cos(a, b) = <a, b> / (||a|| ||b||) between it, the raw gradient and the other clipped ones.
+- :func:`smoothness_trace`: Zhang et al. (2020)'s local smoothness along the trajectory,
+  L_t = ||g(w_{t+1}) - g(w_t)|| / ||w_{t+1} - w_t|| (both gradients on the same batch).
+- :func:`step_times`: median seconds of one training step for several clip settings.
+- :func:`spearman`: rank correlation; :func:`accuracy`; :func:`max_abs_weight`.
+
+>>> v = verdict_threshold_one([0.5, 2.0, 3.0, 0.8] * 5)
+>>> v.outcome
+'does not hold'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import statistics
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .clip import clipper
+from .train import DeviceLoader, evaluate
+
+HOLDS, FAILS, ONLY_WHEN, INCONCLUSIVE = "holds", "does not hold", "holds only when", "inconclusive at this size"
+OUTCOMES = (HOLDS, FAILS, ONLY_WHEN, INCONCLUSIVE)
+CHANCE = 0.1  # CIFAR-10 accuracy of a guess
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One claim's verdict: ``outcome`` is one of :data:`OUTCOMES`; ``reason`` states the numbers
+    that decided it (and, for ``"holds only when"``, the condition).
+
+    >>> Verdict("3", "A threshold of 1 means no clipping.", "does not hold", "c=1 clipped 40% of steps").text
+    'Claim 3 does not hold: c=1 clipped 40% of steps'
+    """
+
+    number: str
+    claim: str
+    outcome: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome={self.outcome!r} is not an outcome; accepted values: {', '.join(OUTCOMES)}")
+
+    @property
+    def text(self) -> str:
+        """``"Claim N <outcome>: <reason>"``, the line a notebook prints under the experiment."""
+        return f"Claim {self.number} {self.outcome}: {self.reason}"
+
+
+def summary_table(verdicts: Sequence[Verdict]) -> str:
+    """A markdown table with one row per verdict: number, claim, outcome, reason (a ``|`` inside
+    a cell is escaped as ``\\|`` so that it does not split the cell).
+
+    >>> print(summary_table([Verdict("1", "x", "holds", "y")]))
+    | # | claim | verdict | measured |
+    |---|---|---|---|
+    | 1 | x | **holds** | y |
+    """
+    rows = ["| # | claim | verdict | measured |", "|---|---|---|---|"]
+    for v in verdicts:
+        cells = [v.number, v.claim, f"**{v.outcome}**", v.reason]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+
+
+def _grads(model: nn.Module) -> list[Tensor]:
+    return [p.grad for p in model.parameters() if p.grad is not None]
+
+
+def flat_grad(model: nn.Module) -> Tensor:
+    """All of the model's gradients as one vector (parameters without a gradient are skipped).
+
+    >>> m = nn.Linear(2, 1); m(torch.ones(1, 2)).sum().backward(); flat_grad(m).tolist()
+    [1.0, 1.0, 1.0]
+    """
+    grads = _grads(model)
+    if not grads:
+        raise ValueError("model has no gradients: call loss.backward() first")
+    return torch.cat([g.detach().reshape(-1) for g in grads])
+
+
+def cosine(a: Tensor, b: Tensor) -> float:
+    """cos(a, b) = <a, b> / (||a|| ||b||), in float64 (nan when either vector is zero).
+
+    >>> cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]))  # 1/sqrt(2)
+    0.7071067811865475
+    """
+    a64, b64 = a.detach().double().reshape(-1), b.detach().double().reshape(-1)
+    denom = a64.norm() * b64.norm()
+    return float((a64 @ b64) / denom) if float(denom) > 0 else math.nan
+
+
+def clipped_gradient(model: nn.Module, spec: Any) -> Tensor:
+    """The model's gradient after ``gradkit.clip.clipper(spec)``, as one vector; the model's own
+    ``.grad`` tensors are left as they were.
+
+    >>> m = nn.Linear(2, 1, bias=False); m.weight.grad = torch.tensor([[3.0, 4.0]])
+    >>> clipped_gradient(m, "norm:1"), m.weight.grad
+    (tensor([0.6000, 0.8000]), tensor([[3., 4.]]))
+    """
+    saved = [g.detach().clone() for g in _grads(model)]
+    try:
+        clipper(spec)(model)
+        return flat_grad(model).clone()
+    finally:
+        for g, s in zip(_grads(model), saved):
+            g.copy_(s)
+
+
+def _cycle(batches: Iterable[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("batches is empty")
+
+
+@dataclasses.dataclass
+class Geometry:
+    """What :func:`clip_geometry` measured, per step: ``raw_norm (T,)``, and for each spec in
+    ``specs``: ``norm (T, S)`` after clipping, ``cos_raw (T, S)`` = cos(clipped, raw),
+    ``changed (T, S)`` whether clipping altered the gradient; ``cos_pairs[(a, b)] (T,)`` =
+    cos(clipped by a, clipped by b)."""
+
+    specs: list[str]
+    raw_norm: np.ndarray
+    norm: np.ndarray
+    cos_raw: np.ndarray
+    changed: np.ndarray
+    cos_pairs: dict[tuple[str, str], np.ndarray]
+
+
+def clip_geometry(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], specs: Sequence[str], steps: int,
+                  lr: float = 0.05, train_clip: Any = "norm:1.0") -> Geometry:
+    """Train with plain SGD (``w <- w - lr * clip(g)``, clipped by ``train_clip``) for ``steps``
+    steps; at each step clip a copy of the raw gradient g with every spec and record its norm,
+    cos(clipped, g), and the cosine between each pair of clipped gradients.
+
+    Norm clipping multiplies g by min(1, c / ||g||) > 0, so its cosine with g is 1 up to
+    rounding; value clipping min(max(g_i, -c), c) changes the direction as soon as it clips.
+
+    >>> _ = torch.manual_seed(0); m = nn.Linear(4, 10); xy = [(torch.randn(8, 4), torch.randint(0, 10, (8,)))]
+    >>> geo = clip_geometry(m, xy, ["norm:0.01", "value:0.001"], steps=2)
+    >>> round(float(geo.cos_raw[:, 0].min()), 6), bool(geo.cos_raw[:, 1].max() < 1), geo.norm.shape
+    (1.0, True, (2, 2))
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    specs = [clipper(s).spec for s in specs]
+    train_fn = clipper(train_clip)
+    raw_norm, norm, cos_raw, changed = [], [], [], []
+    pairs: dict[tuple[str, str], list[float]] = {pair: [] for pair in itertools.combinations(specs, 2)}
+    model.train()
+    for _, (x, y) in zip(range(steps), _cycle(batches)):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        g = flat_grad(model).clone()
+        clipped = {s: clipped_gradient(model, s) for s in specs}
+        raw_norm.append(float(g.norm()))
+        norm.append([float(clipped[s].norm()) for s in specs])
+        cos_raw.append([cosine(clipped[s], g) for s in specs])
+        changed.append([not torch.equal(clipped[s], g) for s in specs])
+        for a, b in pairs:
+            pairs[(a, b)].append(cosine(clipped[a], clipped[b]))
+        train_fn(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.sub_(lr * p.grad)
+    return Geometry(specs, np.array(raw_norm), np.array(norm), np.array(cos_raw), np.array(changed, dtype=bool),
+                    {k: np.array(v) for k, v in pairs.items()})
+
+
+@dataclasses.dataclass
+class Smoothness:
+    """:func:`smoothness_trace`'s record per step: ``loss``, ``grad_norm`` = ||g(w_t)||,
+    ``smoothness`` = L_t, and ``diverged`` (the loss became nan or inf; records stop there)."""
+
+    loss: np.ndarray
+    grad_norm: np.ndarray
+    smoothness: np.ndarray
+    diverged: bool
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss over the last quarter of the steps (at least one); inf if the run diverged."""
+        if self.diverged or self.loss.size == 0:
+            return math.inf
+        return float(self.loss[-max(1, self.loss.size // 4):].mean())
+
+
+def smoothness_trace(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], steps: int, lr: float,
+                     clip: Any = None) -> Smoothness:
+    """Train with plain SGD, w_{t+1} = w_t - lr * clip(g(w_t)), and estimate the local smoothness
+    at every step as in Zhang et al. (2020, "Why gradient clipping accelerates training"):
+
+        L_t = ||g(w_{t+1}) - g(w_t)|| / ||w_{t+1} - w_t||
+
+    with both gradients taken on step t's batch, so that L_t measures how fast the gradient
+    changes along the step, not batch noise (two backward passes per step). Their finding:
+    L_t grows with ||g(w_t)||, which is why a step bounded by clipping is safe where a fixed
+    step of lr * g is not.
+
+    >>> _ = torch.manual_seed(0); m = nn.Linear(4, 10); xy = [(torch.randn(8, 4), torch.randint(0, 10, (8,)))]
+    >>> tr = smoothness_trace(m, xy, steps=3, lr=0.1, clip="norm:1")
+    >>> tr.smoothness.shape, tr.diverged
+    ((3,), False)
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    clip_fn = clipper(clip)
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses, norms, smooth = [], [], []
+    diverged = False
+    model.train()
+    for _, (x, y) in zip(range(steps), _cycle(batches)):
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        if not math.isfinite(loss.item()):
+            diverged = True
+            break
+        loss.backward()
+        g = flat_grad(model).clone()
+        clip_fn(model)
+        with torch.no_grad():
+            step = torch.cat([(lr * p.grad).reshape(-1) for p in params if p.grad is not None])
+            for p in params:
+                if p.grad is not None:
+                    p.sub_(lr * p.grad)
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        g_next = flat_grad(model)
+        losses.append(loss.item())
+        norms.append(float(g.norm()))
+        smooth.append(float((g_next - g).norm() / step.norm()) if float(step.norm()) > 0 else math.nan)
+    return Smoothness(np.array(losses), np.array(norms), np.array(smooth), diverged)
+
+
+def step_times(model: nn.Module, x: Tensor, y: Tensor, specs: Sequence[Any], repeats: int = 20,
+               warmup: int = 3, lr: float = 0.01) -> dict[str, float]:
+    """Median wall-clock seconds of one SGD training step (forward, backward, clip, update) for
+    each clip spec; the specs take turns in every round so that a change in machine load hits
+    them all alike. Keys are the canonical specs.
+
+    >>> m = nn.Linear(4, 10); x, y = torch.randn(8, 4), torch.randint(0, 10, (8,))
+    >>> list(step_times(m, x, y, ["none", "norm:1"], repeats=2))
+    ['none', 'norm:1.0']
+    """
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    fns = [clipper(s) for s in specs]
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    times: dict[str, list[float]] = {fn.spec: [] for fn in fns}
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    for round_ in range(warmup + repeats):
+        for fn in fns:
+            sync()
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            fn(model)
+            opt.step()
+            sync()
+            if round_ >= warmup:
+                times[fn.spec].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x_uint8: Tensor, y: Tensor, mean: Sequence[float], std: Sequence[float],
+             batch_size: int = 1000) -> float:
+    """Share of images classified right, #(argmax model(x_i) == y_i) / N, in eval mode and without
+    augmentation (use it for the *training* accuracy: ``History.train_acc`` is measured on
+    augmented batches while the weights still change).
+
+    >>> m = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    >>> _ = m[1].weight.data.zero_(); _ = m[1].bias.data.copy_(torch.arange(10.0))  # always predicts 9
+    >>> accuracy(m, torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([9, 9, 0, 1]), (0.5,) * 3, (0.5,) * 3)
+    0.5
+    """
+    device = next(model.parameters()).device
+    loader = DeviceLoader(x_uint8, y, batch_size, train=False, mean=tuple(mean), std=tuple(std), device=device)
+    return evaluate(model, loader)[1]
+
+
+@torch.no_grad()
+def max_abs_weight(model: nn.Module) -> float:
+    """max over every parameter element of |w|.
+
+    >>> m = nn.Linear(1, 1); _ = m.weight.data.fill_(-3.0); _ = m.bias.data.fill_(0.5)
+    >>> max_abs_weight(m)
+    3.0
+    """
+    return max(float(p.abs().max()) for p in model.parameters())
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 with ties given their average rank."""
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v))
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the ranks of x and y (ties get
+    their average rank); pairs with a non-finite value are dropped; nan with fewer than 3 pairs.
+
+    >>> spearman([1, 2, 3, 4], [10, 20, 40, 30])  # 1 - 6 * (0 + 0 + 1 + 1) / (4 * 15)
+    0.8
+    """
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if xa.shape != ya.shape:
+        raise ValueError(f"x and y must have the same length, got {xa.shape} and {ya.shape}")
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[keep], ya[keep]
+    if len(xa) < 3:
+        return math.nan
+    rx, ry = _ranks(xa), _ranks(ya)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
+    return round(float((rx * ry).sum()) / denom, 12) if denom > 0 else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts: one rule per claim. Accuracies are fractions in [0, 1]; "points" are percentage points.
+
+CLAIMS = {
+    "1": "Clipping prevents vanishing gradients.",
+    "2": "Clipping is a kind of data augmentation that reduces overfitting.",
+    "3": "A threshold of 1 means no clipping.",
+    "4": "Clipping reduces the number of parameters and the computation.",
+    "5": "Clipping each element to c/sqrt(n) is the same as clipping the norm to c.",
+    "6a": "More iterations with clipping always give higher accuracy.",
+    "6b": "A larger clipping threshold trains slower.",
+    "7": "Clipping makes training converge faster.",
+    "8": "Gradient clipping and weight clipping are the same thing.",
+    "9": "Clipping changes the direction of the update.",
+}
+
+
+def _verdict(number: str, outcome: str, reason: str) -> Verdict:
+    return Verdict(number, CLAIMS[number], outcome, reason)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def verdict_vanishing(before: Sequence[float], after: Sequence[float], min_decay: float = 100.0) -> Verdict:
+    """Claim 1, from per-layer gradient norms (first layer first) before and after clipping.
+
+    Rule: if the first layer's norm is not at least ``min_decay`` times smaller than the last
+    layer's, the net did not vanish: inconclusive. Otherwise the claim holds only if clipping
+    raised the first layer's norm (after > 1.001 * before); else it does not hold.
+
+    >>> verdict_vanishing([1e-6, 1e-3, 1.0], [5e-7, 5e-4, 0.5]).outcome
+    'does not hold'
+    """
+    b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if b.shape != a.shape or b.size < 2:
+        raise ValueError(f"before and after must hold the same number (>= 2) of layer norms, got {b.shape} and {a.shape}")
+    decay = b[-1] / b[0] if b[0] > 0 else math.inf
+    if decay < min_decay:
+        return _verdict("1", INCONCLUSIVE, f"the gradient did not vanish here (last/first layer norm {decay:.3g} < {min_decay:g})")
+    factor = a / b
+    reason = (f"the first layer's gradient is {decay:.3g}x smaller than the last layer's before clipping and "
+              f"{a[-1] / a[0]:.3g}x after; clipping multiplied the layer norms by {factor.min():.3g} to {factor.max():.3g}, "
+              "never more than 1")
+    if a[0] > 1.001 * b[0]:
+        return _verdict("1", HOLDS, reason)
+    return _verdict("1", FAILS, reason)
+
+
+def verdict_augmentation(train_acc: dict[str, float], test_acc: dict[str, float], tol: float = 0.02,
+                         min_gap: float = 0.05) -> Verdict:
+    """Claim 2, from clean train and test accuracies of three runs keyed ``"none"`` (no clipping,
+    no augmentation), ``"clip"`` (clipping, no augmentation) and ``"augment"`` (augmentation, no
+    clipping). gap = train_acc - test_acc.
+
+    Rule: if the ``"none"`` run's gap is below ``min_gap`` (5 points) there is no overfitting to
+    reduce: inconclusive. If clipping shrank the gap by at most ``tol`` (2 points): does not hold.
+    If it shrank it by more: holds only when read as "a smaller effective step overfits less",
+    not as augmentation (clipping never changes the data).
+
+    >>> verdict_augmentation({"none": .9, "clip": .9, "augment": .7}, {"none": .5, "clip": .5, "augment": .55}).outcome
+    'does not hold'
+    """
+    keys = ("none", "clip", "augment")
+    if any(k not in train_acc or k not in test_acc for k in keys):
+        raise ValueError(f"train_acc and test_acc need the keys {keys}, got {sorted(train_acc)} and {sorted(test_acc)}")
+    gap = {k: train_acc[k] - test_acc[k] for k in keys}
+    numbers = ", ".join(f"{k}: {_pct(train_acc[k])} train / {_pct(test_acc[k])} test (gap {100 * gap[k]:.1f})" for k in keys)
+    if gap["none"] < min_gap:
+        return _verdict("2", INCONCLUSIVE, f"the run without clipping barely overfits (gap {100 * gap['none']:.1f} points "
+                                           f"< {100 * min_gap:g}); {numbers}")
+    shrink_clip, shrink_aug = gap["none"] - gap["clip"], gap["none"] - gap["augment"]
+    reason = (f"clipping changed the train/test gap by {-100 * shrink_clip:+.1f} points, augmentation by "
+              f"{-100 * shrink_aug:+.1f}; {numbers}")
+    if shrink_clip <= tol:
+        return _verdict("2", FAILS, reason)
+    return _verdict("2", ONLY_WHEN, "the gap shrank with clipping, as with any smaller effective step, but no data was "
+                                    "added: " + reason)
+
+
+def verdict_threshold_one(norms_before: Sequence[float], c: float = 1.0, min_steps: int = 10) -> Verdict:
+    """Claim 3, from the total gradient norm before clipping at each step of a run clipped at c.
+
+    Rule: with fewer than ``min_steps`` steps: inconclusive. If any step had ||g|| > c, the
+    threshold clipped: does not hold (the share of steps is reported). If none did: holds only
+    when ||g|| stays below c, as on this run.
+
+    >>> verdict_threshold_one([0.2, 0.3] * 10).outcome
+    'holds only when'
+    """
+    g = np.asarray(norms_before, dtype=float)
+    if g.size < min_steps:
+        return _verdict("3", INCONCLUSIVE, f"only {g.size} steps (< {min_steps})")
+    share = float((g > c).mean())
+    numbers = f"median ||g|| {np.median(g):.3g}, max {g.max():.3g} over {g.size} steps"
+    if share > 0:
+        return _verdict("3", FAILS, f"c={c:g} clipped {_pct(share)} of the steps ({numbers}); whether c clips depends on "
+                                    "the model and the loss scale, not on the number")
+    return _verdict("3", ONLY_WHEN, f"the gradient norm stays below {c:g}, as it did here ({numbers})")
+
+
+def verdict_cost(params: dict[str, int], seconds: dict[str, float], tol: float = 0.05) -> Verdict:
+    """Claim 4, from the parameter counts and the median step times of the same model trained
+    without (key ``"none"``) and with clipping (key ``"clip"``).
+
+    Rule: if the counts differ: holds (it cannot happen: clipping is not part of the model). A
+    clipped step is an unclipped step plus one pass over the gradient (a norm and a product),
+    so a clipped step more than ``tol`` (5%) faster is timing noise: inconclusive. Otherwise
+    it does not hold, with the overhead t_clip / t_none - 1 reported.
+
+    >>> verdict_cost({"none": 10, "clip": 10}, {"none": 1.0, "clip": 1.02}).outcome
+    'does not hold'
+    """
+    if set(params) != {"none", "clip"} or set(seconds) != {"none", "clip"}:
+        raise ValueError(f"params and seconds need exactly the keys 'none' and 'clip', got {sorted(params)}, {sorted(seconds)}")
+    overhead = seconds["clip"] / seconds["none"] - 1
+    reason = (f"{params['none']:,} parameters without clipping, {params['clip']:,} with; a step took "
+              f"{1e3 * seconds['none']:.2f} ms without and {1e3 * seconds['clip']:.2f} ms with clipping "
+              f"({100 * overhead:+.1f}%")
+    if params["none"] != params["clip"]:
+        return _verdict("4", HOLDS, reason + ")")
+    if overhead < -tol:
+        return _verdict("4", INCONCLUSIVE, f"timing noise: {reason}, faster by more than {100 * tol:g}%, which extra "
+                                           "work cannot be)")
+    if overhead <= tol:
+        return _verdict("4", FAILS, f"{reason}, within the {100 * tol:g}% timing noise: the extra pass over the "
+                                    "gradients is a small part of a step)")
+    return _verdict("4", FAILS, f"{reason}: the cost of computing the norm and rescaling)")
+
+
+def verdict_scaled_value(cos_between: Sequence[float], norm_ratio: Sequence[float], tol: float = 1e-3) -> Verdict:
+    """Claim 5, from real steps: cos(element-clipped at c/sqrt(n), norm-clipped at c) and the
+    ratio of their norms.
+
+    Rule: if every step has cos >= 1 - tol and |ratio - 1| <= tol, the two agreed here: holds.
+    Otherwise holds only when every |g_i| is the same (or every |g_i| <= c/sqrt(n), where neither
+    clips), with the measured distance reported. No steps: inconclusive.
+
+    >>> verdict_scaled_value([0.9, 0.8], [0.3, 0.2]).outcome
+    'holds only when'
+    """
+    cos, ratio = np.asarray(cos_between, dtype=float), np.asarray(norm_ratio, dtype=float)
+    if cos.size == 0:
+        return _verdict("5", INCONCLUSIVE, "no steps measured")
+    numbers = (f"on {cos.size} real steps cos(element-clipped, norm-clipped) had median {np.median(cos):.3f} "
+               f"(min {cos.min():.3f}) and the element-clipped gradient's norm was {np.median(ratio):.3g}x the "
+               "norm-clipped one's (median)")
+    if cos.min() >= 1 - tol and np.abs(ratio - 1).max() <= tol:
+        return _verdict("5", HOLDS, numbers)
+    return _verdict("5", ONLY_WHEN, "every |g_i| has the same size (or all are below c/sqrt(n)); " + numbers)
+
+
+def verdict_more_iterations(curves: dict[str, Sequence[float]], steps_per_checkpoint: int, n_test: int,
+                            margin: float = 0.05, min_steps: int = 20) -> Verdict:
+    """Claim 6a, from test accuracy curves (accuracy after each checkpoint of iterations, in
+    order; nan for a diverged run) keyed by run label, ``steps_per_checkpoint`` training steps
+    apart, each measured on the same ``n_test`` test images.
+
+    Rule: with fewer than ``min_steps`` (20) steps between checkpoints: inconclusive. A drop
+    counts only if it exceeds tol = 2 sqrt(0.25 / n_test), twice the largest standard error of
+    an accuracy on n_test images (3.2 points for 1000 images), so that test-set noise is not
+    taken for a trend. Runs whose best accuracy is not ``margin`` + tol above chance (10%) did
+    not learn and cannot decide; with none left: inconclusive. If a deciding run's accuracy
+    fell by more than tol from one checkpoint to the next, or became nan: does not hold.
+    Otherwise holds only when training is stable, as in every run of this grid.
+
+    >>> verdict_more_iterations({"a": [0.3, 0.4, 0.35]}, steps_per_checkpoint=100, n_test=10000).outcome
+    'does not hold'
+    """
+    tol = 2 * math.sqrt(0.25 / n_test)
+    if steps_per_checkpoint < min_steps:
+        return _verdict("6a", INCONCLUSIVE, f"{steps_per_checkpoint} steps between checkpoints (< {min_steps})")
+    learned = {k: np.asarray(v, dtype=float) for k, v in curves.items()
+               if len(v) and np.nanmax(np.asarray(v, dtype=float), initial=-1.0) > CHANCE + margin + tol}
+    if not learned:
+        return _verdict("6a", INCONCLUSIVE, f"no run got {100 * (margin + tol):.1f} points above chance")
+    drops = []
+    for label, acc in learned.items():
+        for i in range(len(acc) - 1):
+            drop = acc[i] - acc[i + 1] if math.isfinite(acc[i + 1]) else math.inf
+            if drop > tol:
+                drops.append((drop, label, i))
+    pairs = sum(len(a) - 1 for a in learned.values())
+    if drops:
+        drop, label, i = max(drops)
+        what = "diverged" if math.isinf(drop) else f"fell by {100 * drop:.1f} points"
+        return _verdict("6a", FAILS, f"{len(drops)} of {pairs} longer-training comparisons lost more than "
+                                     f"{100 * tol:.1f} points (test-set noise); worst: {label} {what} between "
+                                     f"checkpoints {i + 1} and {i + 2}")
+    return _verdict("6a", ONLY_WHEN, f"training is stable: in all {pairs} comparisons of the {len(learned)} runs that "
+                                     f"learned, accuracy did not fall by more than {100 * tol:.1f} points (test-set "
+                                     "noise) from one checkpoint to the next")
+
+
+def verdict_threshold_speed(losses: dict[str, dict[float, float]], tol: float = 0.02,
+                            learned: float = 0.95 * math.log(10)) -> Verdict:
+    """Claim 6b, from the training loss reached after the same number of iterations, per model
+    and threshold (``{model: {c: loss}}``, inf or nan for a diverged run).
+
+    Rule: a model is used only if some run got its loss below ``learned`` (95% of ln 10, the
+    loss of a uniform guess). For each pair of neighbouring thresholds c1 < c2, the larger
+    threshold *trained slower* if loss(c2) > (1 + tol) loss(c1), *faster* if
+    loss(c2) < (1 - tol) loss(c1), else tie. No slower or faster pair: inconclusive; all such
+    pairs slower: holds; none slower: does not hold; else holds only when (the models and
+    thresholds where it did are named).
+
+    >>> verdict_threshold_speed({"m": {0.1: 2.0, 1.0: 1.5, 10.0: 1.2}}).outcome
+    'does not hold'
+    """
+    slower, faster = [], []
+    for model, by_c in losses.items():
+        cs = sorted(by_c)
+        vals = [by_c[c] if math.isfinite(by_c[c]) else math.inf for c in cs]
+        if min(vals, default=math.inf) >= learned:
+            continue
+        for (c1, l1), (c2, l2) in zip(zip(cs, vals), zip(cs[1:], vals[1:])):
+            if l2 > (1 + tol) * l1:
+                slower.append(f"{model} c={c1:g}->{c2:g}" + (" (diverged)" if math.isinf(l2) else ""))
+            elif l2 < (1 - tol) * l1:
+                faster.append(f"{model} c={c1:g}->{c2:g}")
+    if not slower and not faster:
+        return _verdict("6b", INCONCLUSIVE, "no model learned enough, or every threshold reached the same loss")
+    counts = f"a larger threshold reached a lower loss in {len(faster)} of {len(slower) + len(faster)} decided pairs"
+    if not slower:
+        return _verdict("6b", FAILS, counts)
+    if not faster:
+        return _verdict("6b", HOLDS, counts)
+    return _verdict("6b", ONLY_WHEN, f"the steps are too large already (slower: {', '.join(slower)}); {counts}")
+
+
+def verdict_faster(final_loss: dict[tuple[float, bool], float], steps: int, rho: float = math.nan, n_rho: int = 0,
+                   tol: float = 0.05, min_steps: int = 50) -> Verdict:
+    """Claim 7, from the mean training loss over the last quarter of equal-length runs, keyed
+    ``(lr, clipped)`` for a low and a high learning rate (inf or nan: the run diverged), and
+    optionally Zhang et al.'s correlation ``rho`` = Spearman(||g_t||, L_t) over ``n_rho`` steps.
+
+    Rule: with fewer than ``min_steps`` steps per run: inconclusive. At each lr clipping is
+    *faster* if loss_clipped < (1 - tol) * loss_unclipped (a diverged unclipped run counts).
+    Faster at every lr: holds; at none: does not hold; at some: holds only when (the lrs named).
+
+    >>> verdict_faster({(0.01, False): 1.5, (0.01, True): 1.5, (1.0, False): math.inf, (1.0, True): 1.8}, 100).outcome
+    'holds only when'
+    """
+    lrs = sorted({lr for lr, _ in final_loss})
+    if any((lr, c) not in final_loss for lr in lrs for c in (False, True)):
+        raise ValueError(f"final_loss needs (lr, False) and (lr, True) for every lr, got {sorted(final_loss)}")
+    corr = ""
+    if n_rho:
+        shows = "shows" if rho >= 0.3 else "does not show"
+        corr = (f"; smoothness vs gradient norm: Spearman rho = {rho:.2f} over {n_rho} steps, so Zhang et al.'s "
+                f"positive correlation {shows} here (rule: rho >= 0.3)")
+    if steps < min_steps:
+        return _verdict("7", INCONCLUSIVE, f"runs of {steps} steps (< {min_steps})" + corr)
+
+    def fmt(v: float) -> str:
+        return f"{v:.3f}" if math.isfinite(v) else "diverged"
+
+    faster = []
+    parts = []
+    for lr in lrs:
+        none, clip = (final_loss[(lr, c)] for c in (False, True))
+        none_v = none if math.isfinite(none) else math.inf
+        clip_v = clip if math.isfinite(clip) else math.inf
+        if clip_v < (1 - tol) * none_v:
+            faster.append(lr)
+        parts.append(f"lr={lr:g}: loss {fmt(none)} without, {fmt(clip)} with clipping")
+    reason = "; ".join(parts) + corr
+    if len(faster) == len(lrs):
+        return _verdict("7", HOLDS, reason)
+    if not faster:
+        return _verdict("7", FAILS, reason)
+    return _verdict("7", ONLY_WHEN, f"the learning rate is high (faster at lr={', '.join(f'{lr:g}' for lr in faster)}); "
+                    + reason)
+
+
+def verdict_weight_vs_grad(grad_run: dict[str, float], weight_run: dict[str, float], grad_c: float,
+                           weight_c: float) -> Verdict:
+    """Claim 8, from two runs: one with gradient norm clipping at ``grad_c``, one with weight
+    clipping at ``weight_c``; each dict has ``"max_grad_norm"`` (largest ||g|| before clipping),
+    ``"max_update_grad"`` (largest gradient norm the optimizer received) and ``"max_abs_weight"``.
+
+    Rule: gradient clipping bounds the gradient the optimizer gets (<= grad_c) but not the
+    weights; weight clipping bounds the weights (<= weight_c) but not the gradient. If the
+    gradient-clipped run has a weight above weight_c, or the weight-clipped run fed the
+    optimizer a gradient above grad_c: they did different things, does not hold. If neither
+    showed: inconclusive.
+
+    >>> verdict_weight_vs_grad({"max_grad_norm": 5, "max_update_grad": 1, "max_abs_weight": 0.4},
+    ...                        {"max_grad_norm": 5, "max_update_grad": 5, "max_abs_weight": 0.05}, 1.0, 0.05).outcome
+    'does not hold'
+    """
+    keys = ("max_grad_norm", "max_update_grad", "max_abs_weight")
+    if any(k not in grad_run or k not in weight_run for k in keys):
+        raise ValueError(f"grad_run and weight_run need the keys {keys}")
+    reason = (f"gradient clipping (c={grad_c:g}): the optimizer got gradients of norm <= {grad_run['max_update_grad']:.3g}, "
+              f"weights reached |w| = {grad_run['max_abs_weight']:.3g}; weight clipping (c={weight_c:g}): weights stayed "
+              f"<= {weight_run['max_abs_weight']:.3g}, the optimizer got gradients of norm up to "
+              f"{weight_run['max_update_grad']:.3g}")
+    differ = grad_run["max_abs_weight"] > weight_c or weight_run["max_update_grad"] > grad_c
+    return _verdict("8", FAILS if differ else INCONCLUSIVE, reason)
+
+
+def verdict_direction(cos_norm: Sequence[float], cos_value: Sequence[float], value_changed: Sequence[bool],
+                      tol: float = 1e-5) -> Verdict:
+    """Claim 9, from real steps: cos(clipped, raw) for norm clipping and for value clipping, and
+    whether value clipping changed the gradient at each step.
+
+    Rule: norm clipping keeps the direction if every cos >= 1 - tol (rounding only). Value
+    clipping changes it if, on the steps it clipped, some cos < 1 - tol; if it clipped no step:
+    inconclusive. Norm keeps and value changes: holds only when the clipping is element-wise;
+    both change: holds; neither: does not hold.
+
+    >>> verdict_direction([1.0, 1.0], [0.9, 0.95], [True, True]).outcome
+    'holds only when'
+    """
+    cn, cv = np.asarray(cos_norm, dtype=float), np.asarray(cos_value, dtype=float)
+    changed = np.asarray(value_changed, dtype=bool)
+    if cn.size == 0 or not changed.any():
+        return _verdict("9", INCONCLUSIVE, "value clipping clipped no element on the measured steps")
+    norm_turns = cn.min() < 1 - tol
+    value_turns = cv[changed].min() < 1 - tol
+    angle = math.degrees(math.acos(min(1.0, float(np.median(cv[changed])))))
+    reason = (f"over {cn.size} real steps, norm clipping: min cos(clipped, raw) = {cn.min():.6f}; value clipping: "
+              f"median cos {np.median(cv[changed]):.4f} (about {angle:.1f} degrees), min {cv[changed].min():.4f}")
+    if norm_turns and value_turns:
+        return _verdict("9", HOLDS, reason)
+    if value_turns:
+        return _verdict("9", ONLY_WHEN, "clipping is element-wise (value clipping); norm clipping only shortens: " + reason)
+    return _verdict("9", FAILS, reason)
