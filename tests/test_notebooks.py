@@ -1,0 +1,59 @@
+"""Every lesson follows the house rules: papermill can read its parameters, it teaches before it
+computes, it ends with a summary and exercises, and its stored outputs carry no error."""
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gradkit.report import declared_parameters, lesson_notebooks
+
+NOTEBOOKS = lesson_notebooks()
+
+
+def test_the_lesson_sequence_is_complete():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(8)]
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.stem)
+def notebook(request) -> tuple[Path, nbformat.NotebookNode]:
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def test_title_and_learning_goals_come_first(notebook):
+    _, nb = notebook
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "learning goals" in first.source.lower()
+
+
+def test_every_parameter_assignment_is_seen_by_papermill(notebook):
+    path, nb = notebook
+    [cell] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert {"profile", "seed"} <= assigned
+    assert set(declared_parameters(path)) == assigned
+
+
+def test_ends_with_summary_and_three_exercises(notebook):
+    _, nb = notebook
+    tail = "\n".join(c.source for c in nb.cells[-3:] if c.cell_type == "markdown")
+    assert "what you should now understand" in tail.lower()
+    exercises = tail[tail.lower().index("exercises"):]
+    assert sum(line.lstrip().startswith(("1.", "2.", "3.")) for line in exercises.splitlines()) >= 3
+
+
+def test_stored_outputs_have_no_errors_and_sizes_are_printed(notebook):
+    _, nb = notebook
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for o in outputs)
+    assert "profile=" in printed and "device=" in printed
+
+
+def test_kernel_is_pinned_and_cells_numbered(notebook):
+    _, nb = notebook
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1))
