@@ -420,7 +420,7 @@ def evaluate(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> tuple
 
 def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] | None = None, method: str = "norm",
           base: dict[str, Any] | None = None, results_dir: str | Path = "results/sweep", data: Any = None,
-          progress: bool = True) -> list[History]:
+          progress: bool = True, stacked: bool = False) -> list[History]:
     """Run many training configurations; one JSON per run plus ``summary.csv`` in ``results_dir``.
 
     A config is a dict of :func:`fit` arguments (``model`` and ``model_kw`` included) plus the
@@ -431,6 +431,10 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
     config (defaults filled in, the clip spec canonical, the dataset's identity included), so a
     run already on disk is loaded instead of trained again. ``summary.csv`` is rewritten after
     every run with one row per run in the folder.
+
+    ``stacked=True`` trains configs that differ only in ``clip`` (methods none, norm, value; no
+    BatchNorm, schedule, amp, monitor or constraint) together with
+    :func:`gradkit.stacked.fit_stacked`, saved exactly as sequential runs; the rest use :func:`fit`.
 
     >>> from gradkit.data import synthetic
     >>> import tempfile
@@ -451,17 +455,27 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
     runs = [(c, _run_id(c, data)) for c in configs]
     done = {p.stem.removeprefix("run-"): History.load(p) for p in sorted(folder.glob("run-*.json"))}
     loaded: dict[tuple, Any] = {}
+
+    def save(cfg: dict[str, Any], run_id: str, hist: History) -> None:
+        full = _canonical(cfg)
+        hist.config.update({k: full[k] if data is None else None for k in DATA_KEYS}, run_id=run_id)
+        hist.save(folder / f"run-{run_id}.json")
+        done[run_id] = hist
+        _write_summary(folder, done)
+
+    if stacked:
+        from .stacked import fit_group, stacked_groups
+
+        for group in stacked_groups({r: (c, r) for c, r in runs if r not in done}.values()):
+            run_data = data if data is not None else _load_data(group[0][0], loaded)
+            for (cfg, run_id), hist in zip(group, fit_group(group, run_data, progress)):
+                save(cfg, run_id, hist)
     out = []
     for cfg, run_id in runs:
         if run_id not in done:
             fit_kw = {k: v for k, v in cfg.items() if k not in DATA_KEYS}
             run_data = data if data is not None else _load_data(cfg, loaded)
-            hist = fit(data=run_data, progress=progress, **fit_kw)
-            full = _canonical(cfg)
-            hist.config.update({k: full[k] if data is None else None for k in DATA_KEYS}, run_id=run_id)
-            hist.save(folder / f"run-{run_id}.json")
-            done[run_id] = hist
-            _write_summary(folder, done)
+            save(cfg, run_id, fit(data=run_data, progress=progress, **fit_kw))
         out.append(done[run_id])
     _write_summary(folder, done)
     return out
