@@ -36,7 +36,8 @@ doctor: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/clip_overhead.py
-	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/train_throughput.py --width 0.25 --subset 5000 --test-subset 2000 --epochs 2
+	$(BIN)/python bench/sweep_throughput.py
 
 # Re-execute the lessons in place (cpu profile) so the stored outputs are fresh.
 notebooks: $(STAMP)
