@@ -35,7 +35,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from . import runtime
-from .train import (CHECK_EVERY, DATA_KEYS, EVAL_BATCH, OPTIMIZERS, DeviceLoader, History, _canonical, _check_int,
+from .train import (CHECK_EVERY, DATA_KEYS, DeviceLoader, History, _build_model, _canonical, _check_run, _loaders,
                     _progress_bar)
 
 STACKED_METHODS = ("none", "norm", "value")
@@ -81,17 +81,7 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
               "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "clip": None,
               "schedule": None, "amp": False, "batch_size": batch_size, "seed": seed, "monitor_every": 0,
               "augment": augment, "max_steps": max_steps, "model_kw": dict(model_kw or {}), "constraint": None}
-    _check_int("epochs", epochs)
-    _check_int("batch_size", batch_size)
-    if max_steps is not None:
-        _check_int("max_steps", max_steps)
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r} is not an optimizer; accepted values: {', '.join(OPTIMIZERS)}")
-    for attr in ("train_x", "train_y", "test_x", "test_y", "mean", "std", "name", "synthetic"):
-        if not hasattr(data, attr):
-            raise ValueError(f"data must be a gradkit.data.Dataset (from cifar10() or synthetic()), got {type(data).__name__}")
+    _check_run(data, epochs, batch_size, lr, optimizer, max_steps)
     if not isinstance(clips, (list, tuple)) or not clips:
         raise ValueError(f"clips must be a non-empty list of clip specs, got {clips!r}")
     clip_fns = [clipper(c) for c in clips]
@@ -102,22 +92,10 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
 
     dev = runtime.resolve_device(device)
     cuda = dev.type == "cuda"
-    runtime.set_seed(seed)
-    if isinstance(model, str):
-        from .models import build_model
-
-        model = build_model(model, **(model_kw or {}))
-    elif model_kw:
-        raise ValueError("model_kw is only used when model is a name; pass the keywords to the model's class instead")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module or a model name ('seed_cnn', 'plain_cnn'), got {model!r}")
+    model = _build_model(model, model_kw, seed, dev)
     if any(True for _ in model.buffers()) or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ValueError(f"model={type(model).__name__} has BatchNorm/buffers, which fit_stacked cannot train per "
                          f"member; supported models: {', '.join(STACKED_MODELS)} (use gradkit.train.fit otherwise)")
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    model = model.to(dev, memory_format=torch.channels_last)
-    model.train()
     n_members = len(clip_fns)
     params, _ = stack_module_state([copy.deepcopy(model) for _ in range(n_members)])
     base = copy.deepcopy(model).to("meta")
@@ -126,10 +104,7 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
         return functional_call(base, p, (x,))
 
     batched = torch.vmap(forward, in_dims=(0, None))
-    train = DeviceLoader(data.train_x, data.train_y, batch_size, train=True, mean=data.mean, std=data.std,
-                         seed=seed, device=dev, augment=augment, channels_last=True)
-    test = DeviceLoader(data.test_x, data.test_y, EVAL_BATCH, train=False, mean=data.mean, std=data.std,
-                        device=dev, channels_last=True)
+    train, test = _loaders(data, batch_size, seed, dev, augment)
     total = len(train) * epochs if max_steps is None else min(len(train) * epochs, max_steps)
     leaves = list(params.values())
     opt = _stacked_optimizer(optimizer, leaves, lr, momentum, weight_decay, cuda)

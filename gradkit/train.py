@@ -236,48 +236,19 @@ def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sg
     config = _fit_config(locals())
     from .clip import clipper
 
-    _check_int("epochs", epochs)
-    _check_int("batch_size", batch_size)
+    _check_run(data, epochs, batch_size, lr, optimizer, max_steps)
     _check_int("monitor_every", monitor_every, minimum=0)
-    if max_steps is not None:
-        _check_int("max_steps", max_steps)
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
-    for attr in ("train_x", "train_y", "test_x", "test_y", "mean", "std", "name", "synthetic"):
-        if not hasattr(data, attr):
-            raise ValueError(f"data must be a gradkit.data.Dataset (from cifar10() or synthetic()), got {type(data).__name__}")
     clip_fn = clipper(clip)
     config["clip"] = clip_fn.spec
     _parse_schedule(schedule)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r} is not an optimizer; accepted values: {', '.join(OPTIMIZERS)}")
     constrain = _constraint(constraint)
     if constrain is not None:
         config["constraint"] = getattr(constrain, "spec", config["constraint"])
 
     dev = runtime.resolve_device(device)
     cuda = dev.type == "cuda"
-    runtime.set_seed(seed)
-    if isinstance(model, str):
-        from .models import build_model
-
-        model = build_model(model, **(model_kw or {}))
-    elif model_kw:
-        raise ValueError("model_kw is only used when model is a name; pass the keywords to the model's class instead")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module or a model name ('seed_cnn', 'plain_cnn', 'resnet'), got {model!r}")
-    if cuda:
-        # The input shape never changes, so timing cuDNN's convolution algorithms once pays off.
-        torch.backends.cudnn.benchmark = True
-    # channels_last (NHWC) lets cuDNN and oneDNN use their fastest convolution kernels: a
-    # forward+backward step of SeedCNN(0.25), ResNet-20 and PlainCNN-20 took 15-28% less time
-    # on the 2-core CPU that built the kit.
-    model = model.to(dev, memory_format=torch.channels_last)
-    model.train()
-    train = DeviceLoader(data.train_x, data.train_y, batch_size, train=True, mean=data.mean, std=data.std,
-                         seed=seed, device=dev, augment=augment, channels_last=True)
-    test = DeviceLoader(data.test_x, data.test_y, EVAL_BATCH, train=False, mean=data.mean, std=data.std,
-                        device=dev, channels_last=True)
+    model = _build_model(model, model_kw, seed, dev)
+    train, test = _loaders(data, batch_size, seed, dev, augment)
     total = len(train) * epochs if max_steps is None else min(len(train) * epochs, max_steps)
     opt = _optimizer(optimizer, model, lr, momentum, weight_decay, cuda)
     sched, plateau = _scheduler(schedule, opt, len(train), total)
@@ -498,6 +469,52 @@ def _describe(value: Any) -> str:
 def _check_int(name: str, value: Any, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_run(data: Any, epochs: int, batch_size: int, lr: float, optimizer: str, max_steps: int | None) -> None:
+    """The argument checks that ``fit`` and ``gradkit.stacked.fit_stacked`` share."""
+    _check_int("epochs", epochs)
+    _check_int("batch_size", batch_size)
+    if max_steps is not None:
+        _check_int("max_steps", max_steps)
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r} is not an optimizer; accepted values: {', '.join(OPTIMIZERS)}")
+    for attr in ("train_x", "train_y", "test_x", "test_y", "mean", "std", "name", "synthetic"):
+        if not hasattr(data, attr):
+            raise ValueError(f"data must be a gradkit.data.Dataset (from cifar10() or synthetic()), got {type(data).__name__}")
+
+
+def _build_model(model: nn.Module | str, model_kw: dict[str, Any] | None, seed: int, dev: torch.device) -> nn.Module:
+    """Seed, then build (by name) or take the model; on ``dev``, channels-last, in train mode."""
+    runtime.set_seed(seed)
+    if isinstance(model, str):
+        from .models import build_model
+
+        model = build_model(model, **(model_kw or {}))
+    elif model_kw:
+        raise ValueError("model_kw is only used when model is a name; pass the keywords to the model's class instead")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module or a model name ('seed_cnn', 'plain_cnn', 'resnet'), got {model!r}")
+    if dev.type == "cuda":
+        # The input shape never changes, so timing cuDNN's convolution algorithms once pays off.
+        torch.backends.cudnn.benchmark = True
+    # channels_last (NHWC) lets cuDNN and oneDNN use their fastest convolution kernels: a
+    # forward+backward step of SeedCNN(0.25), ResNet-20 and PlainCNN-20 took 15-28% less time
+    # on the 2-core CPU that built the kit.
+    model = model.to(dev, memory_format=torch.channels_last)
+    model.train()
+    return model
+
+
+def _loaders(data: Any, batch_size: int, seed: int, dev: torch.device, augment: bool) -> tuple[DeviceLoader, DeviceLoader]:
+    """The seeded, augmented training loader and the plain test loader of a run."""
+    train = DeviceLoader(data.train_x, data.train_y, batch_size, train=True, mean=data.mean, std=data.std,
+                         seed=seed, device=dev, augment=augment, channels_last=True)
+    test = DeviceLoader(data.test_x, data.test_y, EVAL_BATCH, train=False, mean=data.mean, std=data.std,
+                        device=dev, channels_last=True)
+    return train, test
 
 
 def _fit_config(args: dict[str, Any]) -> dict[str, Any]:
