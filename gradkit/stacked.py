@@ -36,7 +36,7 @@ from torch.func import functional_call, stack_module_state
 
 from . import runtime
 from .train import (CHECK_EVERY, DATA_KEYS, DeviceLoader, History, _build_model, _canonical, _check_run, _loaders,
-                    _progress_bar)
+                    _optimizer, _progress_bar)
 
 STACKED_METHODS = ("none", "norm", "value")
 STACKED_MODELS = ("seed_cnn", "plain_cnn (batchnorm=False)")
@@ -107,7 +107,7 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
     train, test = _loaders(data, batch_size, seed, dev, augment)
     total = len(train) * epochs if max_steps is None else min(len(train) * epochs, max_steps)
     leaves = list(params.values())
-    opt = _stacked_optimizer(optimizer, leaves, lr, momentum, weight_decay, cuda)
+    opt = _optimizer(optimizer, leaves, lr, momentum, weight_decay, cuda)
     clip = _StackedClip(clip_fns, dev)
 
     date = datetime.datetime.now().isoformat(timespec="seconds")
@@ -179,17 +179,6 @@ def _member_norms(grads: list[torch.Tensor]) -> torch.Tensor:
     """``||g_n||_2`` over all tensors of member n: the norm of the per-tensor norms (as torch sums it)."""
     per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
     return torch.linalg.vector_norm(per_tensor, dim=0)
-
-
-def _stacked_optimizer(name: str, leaves: list[torch.Tensor], lr: float, momentum: float, weight_decay: float,
-                       cuda: bool) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(leaves, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(leaves, lr=lr, weight_decay=weight_decay, fused=cuda or None)
-    if name == "adamw":
-        return torch.optim.AdamW(leaves, lr=lr, weight_decay=weight_decay, fused=cuda or None)
-    return torch.optim.RMSprop(leaves, lr=lr, weight_decay=weight_decay)
 
 
 def _member_ce(logits: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -250,7 +250,7 @@ def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sg
     model = _build_model(model, model_kw, seed, dev)
     train, test = _loaders(data, batch_size, seed, dev, augment)
     total = len(train) * epochs if max_steps is None else min(len(train) * epochs, max_steps)
-    opt = _optimizer(optimizer, model, lr, momentum, weight_decay, cuda)
+    opt = _optimizer(optimizer, model.parameters(), lr, momentum, weight_decay, cuda)
     sched, plateau = _scheduler(schedule, opt, len(train), total)
     autocast = torch.autocast(dev.type, dtype=torch.float16 if cuda else torch.bfloat16, enabled=amp)
     scaler = torch.amp.GradScaler("cuda") if amp and cuda else None
@@ -539,9 +539,9 @@ def _constraint(constraint: str | Callable[[nn.Module], Any] | None) -> Callable
     raise ValueError(f"constraint must be None, a callable f(model) or a spec such as 'max_norm:3', got {constraint!r}")
 
 
-def _optimizer(name: str, model: nn.Module, lr: float, momentum: float, weight_decay: float,
+def _optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentum: float, weight_decay: float,
                cuda: bool) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params = list(params)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
