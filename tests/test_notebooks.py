@@ -38,7 +38,7 @@ def test_every_parameter_assignment_is_seen_by_papermill(notebook):
 
 def test_ends_with_summary_and_three_exercises(notebook):
     _, nb = notebook
-    tail = "\n".join(c.source for c in nb.cells[-3:] if c.cell_type == "markdown")
+    tail = "\n".join(c.source for c in nb.cells[-4:] if c.cell_type == "markdown")
     assert "what you should now understand" in tail.lower()
     exercises = tail[tail.lower().index("exercises"):]
     assert sum(line.lstrip().startswith(("1.", "2.", "3.")) for line in exercises.splitlines()) >= 3
@@ -57,3 +57,12 @@ def test_kernel_is_pinned_and_cells_numbered(notebook):
     assert nb.metadata["kernelspec"]["name"] == "python3"
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1))
+
+
+def test_navigation_links_point_to_neighbours(notebook):
+    path, nb = notebook
+    nav = nb.cells[-1]
+    assert "navigation" in nav.metadata.get("tags", [])
+    i = NOTEBOOKS.index(path)
+    neighbours = NOTEBOOKS[max(i - 1, 0):i] + NOTEBOOKS[i + 1:i + 2]
+    assert [p.name for p in neighbours] == [n for n in (p.name for p in NOTEBOOKS) if f"({n})" in nav.source]

@@ -2,6 +2,10 @@
 
     python tools/nbtool.py execute notebooks/01_exploding_vanishing.ipynb [--profile cpu]
     python tools/nbtool.py clean notebooks/*.ipynb
+    python tools/nbtool.py nav
+
+``nav`` (re)writes the last cell of every lesson, tagged ``navigation``: links to the previous
+lesson, the README's lesson table and the next lesson. Running it twice changes nothing.
 
 ``execute`` runs the notebook with papermill (headless, so sliders fall back to static figures),
 then ``clean`` keeps outputs (they are worth reading on the web, and nbval compares the
@@ -47,6 +51,29 @@ def clean(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def title(nb: nbformat.NotebookNode) -> str:
+    """The lesson's title: its first heading without the leading ``#``."""
+    return nb.cells[0].source.splitlines()[0].lstrip("# ").strip()
+
+
+def navigation(folder: Path = Path(__file__).resolve().parent.parent / "notebooks") -> list[Path]:
+    """Give every lesson in ``folder`` a last cell with prev / contents / next links."""
+    lessons = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    books = [nbformat.read(p, as_version=4) for p in lessons]
+    for i, (path, nb) in enumerate(zip(lessons, books)):
+        links = []
+        if i > 0:
+            links.append(f"[< {title(books[i - 1])}]({lessons[i - 1].name})")
+        links.append("[all lessons](../README.md#the-lessons)")
+        if i + 1 < len(lessons):
+            links.append(f"[{title(books[i + 1])} >]({lessons[i + 1].name})")
+        cell = nbformat.v4.new_markdown_cell(" | ".join(links), metadata={"tags": ["navigation"]})
+        nb.cells = [c for c in nb.cells if "navigation" not in c.metadata.get("tags", [])] + [cell]
+        nbformat.write(nb, path)
+        clean(path)
+    return lessons
+
+
 def execute(path: Path, profile: str, timeout: int) -> None:
     import papermill
 
@@ -69,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     cl = sub.add_parser("clean", help="strip execution counts and metadata")
     cl.add_argument("notebooks", nargs="+", type=Path)
+    sub.add_parser("nav", help="write the prev / contents / next cell at the end of every lesson")
     args = parser.parse_args(argv)
+    if args.command == "nav":
+        for nb in navigation():
+            print(f"nav: {nb}")
+        return 0
     for nb in args.notebooks:
         if args.command == "execute":
             execute(nb, args.profile, args.timeout)
