@@ -36,7 +36,7 @@ from torch.func import functional_call, stack_module_state
 
 from . import runtime
 from .train import (CHECK_EVERY, DATA_KEYS, DeviceLoader, History, _build_model, _canonical, _check_run, _loaders,
-                    _optimizer, _progress_bar)
+                    _optimizer, _progress_bar, _record_steps)
 
 STACKED_METHODS = ("none", "norm", "value")
 STACKED_MODELS = ("seed_cnn", "plain_cnn (batchnorm=False)")
@@ -237,22 +237,13 @@ def _train_epoch(batched: Any, params: dict[str, torch.Tensor], leaves: list[tor
             continue
         if m in broke:
             first = broke[m]
-            _record(hist, [r[:first] for r in records[m]], lrs[:first])
+            _record_steps(hist, [r[:first] for r in records[m]], lrs[:first])
             hist.diverged, hist.diverged_step = True, step + first
             continue
         hist.epoch_seconds.append(seconds)
-        _record(hist, records[m], lrs)
+        _record_steps(hist, records[m], lrs)
         hist.train_loss.append(sum(v * s for v, s in zip(records[m][0], sizes)) / sum(sizes))
         hist.train_acc.append(correct_host[m] / sum(sizes))
-
-
-def _record(hist: History, records: list[list[float]], lrs: list[float]) -> None:
-    loss, before, after, clipped = records
-    hist.loss += loss
-    hist.grad_norm_before += before
-    hist.grad_norm_after += after
-    hist.clipped += [bool(c) for c in clipped]
-    hist.lr += lrs
 
 
 @torch.no_grad()

@@ -275,6 +275,32 @@ def recurrence_view(rho: float = 1.0, steps: int = 50, width: int = 32, matrix: 
     return LiveView(controls, compute, draw, examples=examples)
 
 
+def threshold_view(norm_before: Sequence[float], threshold: float = 0.5,
+                   examples: Sequence[float] = (0.5, 2.0, 5.0)) -> LiveView:
+    """Slider view of a threshold ``c`` over the recorded gradient norms of an unclipped run (lesson 03).
+
+    It reads a record and does not retrain: ``share_above = mean(||g_t|| > c)`` is the share of steps
+    that norm clipping at ``c`` would have shortened, had the run followed the same path.
+    ``data``: ``c``, ``share_above``. ``examples`` are the thresholds the static grid draws.
+
+    >>> view = threshold_view([0.5, 1.0, 2.0, 4.0], threshold=1.5)
+    >>> view.data["share_above"]
+    0.5
+    """
+    norms = np.asarray(norm_before, dtype=float)
+
+    def compute(c: float) -> dict[str, Any]:
+        return {"c": c, "share_above": float(np.mean(norms > c))}
+
+    def draw(data: dict[str, Any], axes: Sequence[Axes]) -> None:
+        plots.grad_norm_trace(axes[0], norms, threshold=data["c"], color=plots.color_for("none"))
+        axes[0].set_title(f"c = {data['c']:g}: {100 * data['share_above']:.0f}% of steps above c")
+
+    lo, hi = min(0.01, float(norms.min())), max(10 ** 1.5, float(norms.max()))
+    controls = {"c": _log_slider("c", threshold, lo, hi)}
+    return LiveView(controls, compute, draw, examples=[{"c": c} for c in examples], panel_size=(4.2, 3.3))
+
+
 # ----------------------------------------------------------------------------------------------
 # Lesson 02
 

@@ -95,3 +95,16 @@ def test_show_calls_static_when_headless_and_displays_the_widget_otherwise(monke
     assert widgets.show(view.widget, static=lambda: "static") == "static"
     monkeypatch.setenv("GRADKIT_HEADLESS", "0")
     assert widgets.show(view.widget, static=lambda: "static") is view.widget
+
+
+def test_threshold_view_counts_steps_above_c():
+    norms = [0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
+    view = widgets.threshold_view(norms, threshold=1.0)
+    assert view.data == {"c": 1.0, "share_above": 0.5}
+    view.controls["c"].value = 5.0
+    assert view.data["share_above"] == pytest.approx(1 / 6)
+    view.controls["c"].value = 0.1
+    assert view.data["share_above"] == 1.0
+    fig = view.static()
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == [
+        "c = 0.5: 67% of steps above c", "c = 2: 33% of steps above c", "c = 5: 17% of steps above c"]
