@@ -33,7 +33,11 @@ from typing import Callable, Iterable, Optional, Union
 
 import torch
 from torch import Tensor, nn
-from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+try:  # torch's private C++ grouping (what clip_grad_norm_ uses); a plain Python one stands in if it moves
+    from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+except ImportError:  # pragma: no cover - depends on the torch version
+    _group_tensors_by_device_and_dtype = None
 
 Params = Union[nn.Module, Tensor, Iterable[Tensor], Iterable[tuple[str, Tensor]]]
 Threshold = Union[float, Tensor]
@@ -142,13 +146,26 @@ def _device(tensors: list[Tensor]) -> torch.device:
     return tensors[0].device if tensors else torch.device("cpu")
 
 
+def _plain_groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor], list[int]]]:
+    """The grouping of :func:`_groups` in plain Python, for a torch without the private helper."""
+    grouped: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[int]]] = {}
+    for i, t in enumerate(tensors):
+        group, idx = grouped.setdefault((t.device, t.dtype), ([], []))
+        group.append(t)
+        idx.append(i)
+    return [(device, group, idx) for (device, _), (group, idx) in grouped.items()]
+
+
 def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor], list[int]]]:
     """``tensors`` grouped by (device, dtype), with their positions: one foreach launch per group.
 
-    torch's own (C++) grouping, the one ``clip_grad_norm_`` uses, so the Python cost is the same.
+    torch's own (C++) grouping, the one ``clip_grad_norm_`` uses, so the Python cost is the same;
+    :func:`_plain_groups` when this torch does not have it.
     """
     if not tensors:
         return []
+    if _group_tensors_by_device_and_dtype is None:
+        return _plain_groups(tensors)
     grouped = _group_tensors_by_device_and_dtype([tensors], with_indices=True)  # type: ignore[list-item]
     return [(device, group, idx) for (device, _), ([group], idx) in grouped.items()]  # type: ignore[misc]
 
