@@ -13,7 +13,7 @@ clipping and with three clipping methods at ten thresholds, for two seeds:
 The sizes are what a 2-core CPU shared with other jobs trains in about half an hour; on a GPU,
 raise ``subset``, ``test_subset`` and ``epochs``.
 
-Runs go through :func:`gradkit.train.sweep`, so each is one JSON named by its config hash and a
+Runs go through :func:`gradkit.runs.sweep`, so each is one JSON named by its config hash and a
 run already on disk is not trained again: an interrupted sweep resumes where it stopped.
 ``--jobs N`` trains in N processes of one thread each (on a shared 2-core CPU two one-thread
 processes beat one two-thread process), then one pass rewrites ``summary.csv`` over every run.
@@ -80,7 +80,7 @@ def compact(results_dir: Path) -> int:
 def _work(args: tuple[list[dict[str, Any]], str]) -> int:
     import torch
 
-    from gradkit.train import sweep
+    from gradkit.runs import sweep
 
     part, out = args
     torch.set_num_threads(1)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         pool.map(_work, [(p, str(args.out)) for p in parts])
     trained = time.perf_counter() - start
     size = compact(args.out)
-    from gradkit.train import sweep
+    from gradkit.runs import sweep
 
     runs = sweep(configs=todo, results_dir=args.out, progress=False)
     print(f"{len(runs)} runs in {args.out} ({size / 1e6:.2f} MB), {trained / 60:.1f} min wall for this call; "
