@@ -121,10 +121,8 @@ def compact(results_dir: Path) -> int:
 
 
 def _sweep():
-    try:
-        from gradkit.runs import sweep
-    except ImportError:  # before the bookkeeping moved out of train.py
-        from gradkit.train import sweep
+    from gradkit.runs import sweep
+
     return sweep
 
 
