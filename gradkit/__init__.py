@@ -8,7 +8,7 @@ The names most lessons need are importable from here:
 - diagnostics (:mod:`gradkit.monitor`): ``GradMonitor``;
 - data and models (:mod:`gradkit.data`, :mod:`gradkit.models`): ``cifar10``, ``synthetic``,
   ``SeedCNN``, ``PlainCNN``, ``ResNet``;
-- training (:mod:`gradkit.train`, :mod:`gradkit.suggest`, :mod:`gradkit.remedies`): ``fit``,
+- training (:mod:`gradkit.train`, :mod:`gradkit.runs`, :mod:`gradkit.suggest`, :mod:`gradkit.remedies`): ``fit``,
   ``sweep``, ``suggest_threshold``, ``constraint("max_norm:3")``.
 
 Figures, widgets, toys, sweeps and reports live in their own modules (``gradkit.plots``,
@@ -33,7 +33,8 @@ _EXPORTS = {
     "gradkit.monitor": ("GradMonitor", "MonitorHistory"),
     "gradkit.data": ("Dataset", "cifar10", "synthetic"),
     "gradkit.models": ("PlainCNN", "ResNet", "SeedCNN", "build_model", "count_params", "flops_per_image"),
-    "gradkit.train": ("DeviceLoader", "History", "fit", "load_sweep", "sweep"),
+    "gradkit.train": ("DeviceLoader", "History", "fit"),
+    "gradkit.runs": ("load_sweep", "sweep"),
     "gradkit.suggest": ("ThresholdSuggestion", "suggest_threshold"),
     "gradkit.remedies": ("Constraint", "clip_weights_", "constraint", "max_norm_"),
 }

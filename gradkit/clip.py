@@ -34,6 +34,8 @@ from typing import Callable, Iterable, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from gradkit.checks import METHOD_NAMES, spec_label  # noqa: F401  (legend text: Clipper.label)
+
 try:  # torch's private C++ grouping (what clip_grad_norm_ uses); a plain Python one stands in if it moves
     from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 except ImportError:  # pragma: no cover - depends on the torch version
@@ -44,17 +46,6 @@ Threshold = Union[float, Tensor]
 
 METHODS = ("none", "value", "norm", "norm_inf", "tensor_norm", "scaled_value", "agc", "auto")
 SPECS = ("none", "value:<c>", "norm:<c>", "norm_inf:<c>", "tensor_norm:<c>", "scaled_value:<c>", "agc:<lambda>", "auto:<percentile>")
-
-METHOD_NAMES: dict[str, str] = {
-    "none": "no clipping",
-    "value": "value clipping",
-    "norm": "norm clipping",
-    "norm_inf": "inf-norm clipping",
-    "tensor_norm": "per-tensor norm clipping",
-    "scaled_value": "c/sqrt(n) value clipping",
-    "agc": "AGC",
-    "auto": "AutoClip",
-}
 
 # torch.nn.utils.clip_grad_norm_ divides by (norm + 1e-6); the same constant keeps results equal.
 NORM_EPS = 1e-6
@@ -584,24 +575,6 @@ class Clipper:
 def _measure_only(params: Params) -> ClipResult:
     norm = grad_norm(params)
     return _result(norm, norm, math.inf, torch.zeros_like(norm))
-
-
-def spec_label(spec: Union[str, float, None]) -> str:
-    """A legend label that names the method and the threshold of a clip spec (``Clipper.label``).
-
-    >>> spec_label("norm:1.0"), spec_label("agc:0.01"), spec_label(None)
-    ('norm clipping, c=1', 'AGC, lambda=0.01', 'no clipping')
-    """
-    if spec is None:
-        return METHOD_NAMES["none"]
-    if not isinstance(spec, str):
-        return f"{METHOD_NAMES['norm']}, c={float(spec):g}"
-    method, _, value = spec.partition(":")
-    name = METHOD_NAMES.get(method, method)
-    if not value:
-        return name
-    symbol = {"agc": "lambda", "auto": "p"}.get(method, "c")
-    return f"{name}, {symbol}={float(value):g}"
 
 
 def clipper(spec: Union[str, float, None, Clipper] = "none") -> Clipper:

@@ -16,8 +16,7 @@ import matplotlib.patches
 import matplotlib.ticker
 import numpy as np
 
-# Labels belong to the clipping specs; re-exported here for the figures that use them.
-from .clip import METHOD_NAMES, spec_label  # noqa: F401
+from .checks import METHOD_NAMES, spec_label  # noqa: F401  (re-exported: plots.spec_label)
 
 STYLE: dict[str, Any] = {
     "figure.figsize": (7.0, 4.0),
