@@ -597,7 +597,7 @@ def cifar10(
     for arg, value in (("subset", subset), ("test_subset", test_subset)):
         if value is not None:
             check_int(arg, value, 1)
-    dev = resolve_device(device)  # checked here: a bad device is named before any data is read
+    resolve_device(device)  # checked here: a bad device is named before any data is read
     data_root, origin = _data_root(root)
     found = _locate(data_root)
     if found is None:

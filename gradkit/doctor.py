@@ -108,7 +108,7 @@ def check_cifar10(reachable: Callable[[], bool] = lambda: _host_reachable(CIFAR1
     if found:
         # Open it for real: a truncated archive or a missing split fails here, not in a lesson.
         try:
-            data = cifar10(download=False, device="cpu", subset=10, test_subset=10)
+            data = cifar10(download=False, device="cpu", subset=10, test_subset=10, val=0)
         except (Exception, SystemExit) as err:
             return Check("CIFAR-10", False, f"{found}: {err}",
                          "point GRADKIT_DATA at a complete copy (both train/ and test/), or delete it to download again")
