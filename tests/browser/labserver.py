@@ -66,7 +66,7 @@ def _data_cache() -> Path:
     return Path(os.environ.get("GRADKIT_CACHE") or "~/.cache/gradkit").expanduser()
 
 
-def start(tmp: Path, notebooks: list[str], timeout: float = 120.0) -> Lab:
+def start(tmp: Path, notebooks: list[str], timeout: float = 300.0) -> Lab:
     """Start JupyterLab on copies of ``notebooks`` (names under ``notebooks/``) in ``tmp``."""
     root, settings, cache = tmp / "lessons", tmp / "settings", tmp / "cache"
     for folder in (root, settings, cache, tmp / "workspaces", tmp / "runtime", tmp / "config"):
