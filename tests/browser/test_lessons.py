@@ -106,7 +106,7 @@ def run_all(page, timeout: float = RUN_ALL_S) -> float:
     if page.locator(".jp-Dialog").count():  # "Select Kernel" for a notebook that names none
         page.click(".jp-Dialog .jp-mod-accept")
     _menu(page, "Edit", "Clear Outputs of All Cells")
-    page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea-output').length === 0", timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea-output').length === 0")
     started = time.monotonic()
     _menu(page, "Run", "Run All Cells")
     deadline, stalled = started + timeout, 0
