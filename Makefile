@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.gradkit-installed
 PROFILE ?=
 PYTEST_ARGS ?=
 
-.PHONY: all install report test lab doctor bench notebooks clean
+.PHONY: all install report test browser-test lab doctor bench notebooks clean
 
 all: install
 
@@ -27,6 +27,17 @@ test: $(STAMP)
 	GRADKIT_HEADLESS=1 MPLBACKEND=Agg $(BIN)/python -m pytest tests gradkit notebooks \
 		--doctest-modules --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
 		--durations=15 -p no:cacheprovider $(PYTEST_ARGS)
+
+# The widget lessons in JupyterLab, driven in Debian's Chromium (/usr/bin/chromium) by Playwright, and
+# executed with plain papermill (GRADKIT_PAPERMILL_REPEAT times each, default 1); screenshots in reports/browser/.
+BROWSER_STAMP := $(VENV)/.gradkit-browser-installed
+$(BROWSER_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,browser]"
+	touch $(BROWSER_STAMP)
+
+browser-test: $(BROWSER_STAMP)
+	GRADKIT_BROWSER_TEST=1 GRADKIT_PROFILE=$(or $(PROFILE),smoke) $(BIN)/python -m pytest tests/browser \
+		-s -p no:cacheprovider $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
