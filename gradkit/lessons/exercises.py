@@ -686,7 +686,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "random crops and flips belong to training only.", _c_test_transform),
     Exercise("bug.5", BUGS, "Bug 5: a generator consumed twice", "A fixed clip_by_total_norm(parameters, max_norm).",
              "model.parameters() is a generator: the first loop uses it up.", _c_generator),
-    Exercise("bug.6", BUGS, "Bug 6: threshold 1 read as no clipping", "(factor applied to a gradient of norm 5 by norm:1.0, the spec for no clipping).",
+    Exercise("bug.6", BUGS, 'Bug 6: threshold 1 read as "no clipping"', "(factor applied to a gradient of norm 5 by norm:1.0, the spec for no clipping).",
              "a threshold is a length, compared with ||g||.", _c_threshold_one),
     Exercise("bug.7", BUGS, "Bug 7: clipping as augmentation, or as a smaller model", 'A dict {"parameters_without", "parameters_with", "images_changed"}.',
              "clipping acts between backward() and step(): on gradients only.", _c_not_augmentation),

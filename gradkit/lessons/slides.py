@@ -110,8 +110,9 @@ def _mathml(tex: str, display: str) -> str:
 def tex_to_mathml(markdown: str) -> str:
     """Replace ``$...$`` and ``$$...$$`` outside code spans by MathML.
 
-    >>> tex_to_mathml("a `$HOME` and $x^2$")
-    'a `$HOME` and <math xmlns="http://www.w3.org/1998/Math/MathML" display="inline"><msup><mi>x</mi><mn>2</mn></msup></math>'
+    >>> out = tex_to_mathml("a `$HOME` and $x^2$")
+    >>> out.startswith("a `$HOME` and <math"), "<msup><mi>x</mi><mn>2</mn></msup>" in out
+    (True, True)
     """
     out, last = [], 0
     for m in _CODE.finditer(markdown):
