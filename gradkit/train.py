@@ -39,7 +39,7 @@ SCHEDULES = ("None", "cosine", "step:<every_epochs>:<gamma>", "warmup:<steps>", 
 CHECK_EVERY = 25
 PAD = 4
 EVAL_BATCH = 1000
-DATA_KEYS = ("subset", "test_subset", "data_seed")
+DATA_KEYS = ("subset", "test_subset", "data_seed", "val")
 
 
 class DeviceLoader:
@@ -157,6 +157,9 @@ class History:
     train_acc: list[float] = dataclasses.field(default_factory=list)
     test_loss: list[float] = dataclasses.field(default_factory=list)
     test_acc: list[float] = dataclasses.field(default_factory=list)
+    val_loss: list[float] = dataclasses.field(default_factory=list)
+    val_acc: list[float] = dataclasses.field(default_factory=list)
+    step_norm: list[float] = dataclasses.field(default_factory=list)
     epoch_seconds: list[float] = dataclasses.field(default_factory=list)
     layer_names: list[str] = dataclasses.field(default_factory=list)
     layer_steps: list[int] = dataclasses.field(default_factory=list)
@@ -172,6 +175,11 @@ class History:
     def best_test_acc(self) -> float | None:
         """Highest test accuracy over the finished epochs (for a diverged run: before it broke)."""
         return max(self.test_acc) if self.test_acc else None
+
+    @property
+    def final_val_acc(self) -> float | None:
+        """Validation accuracy after the last epoch; None when diverged or without a validation split."""
+        return None if self.diverged or not self.val_acc else self.val_acc[-1]
 
     @property
     def clip_rate(self) -> float:
@@ -205,7 +213,7 @@ class History:
 
 
 def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sgd", lr: float = 0.01,
-        momentum: float = 0.9, weight_decay: float = 0.0, clip: Any = "norm:1.0", schedule: str | None = None,
+        momentum: float = 0.9, weight_decay: float = 0.0, clip: Any = None, schedule: str | None = None,
         amp: bool = False, batch_size: int = 128, seed: int = 0, device: str | torch.device = "auto",
         progress: bool = True, monitor_every: int = 0, augment: bool = True, max_steps: int | None = None,
         model_kw: dict[str, Any] | None = None, constraint: str | Callable[[nn.Module], Any] | None = None) -> History:
@@ -219,9 +227,15 @@ def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sg
     ``model``: an ``nn.Module`` (trained in place) or a name for :func:`gradkit.models.build_model`
     with ``model_kw``. ``seed`` seeds torch before the model is built and the batch order and
     augmentation; seeded runs repeat exactly on the same device. ``optimizer``: sgd (with
-    ``momentum``), adam, adamw, rmsprop. ``schedule``: see :data:`SCHEDULES`; ``"plateau"``
-    multiplies the learning rate by 0.1 after 2 epochs without a lower test loss (set them with
-    ``"plateau:<patience>:<factor>"``). ``amp``: bf16 autocast on the CPU, fp16 autocast with loss
+    ``momentum``), adam, adamw, rmsprop. ``clip=None`` (the default) does not clip: pass a spec
+    such as ``"norm:1.0"`` to clip. ``schedule``: see :data:`SCHEDULES`; ``"plateau"`` multiplies
+    the learning rate by 0.1 after 2 epochs without a lower validation loss (the training loss when
+    ``data`` has no validation split; never the test loss) (set them with
+    ``"plateau:<patience>:<factor>"``). Every epoch is evaluated on the validation split (when
+    ``data`` has one: ``val_loss``, ``val_acc``) and on the test set (``test_loss``, ``test_acc``).
+    Each step also records ``step_norm`` = ||w_after - w_before||_2 over all parameters: the size
+    of the update actually taken. Clipping bounds the gradient's norm by ``c``, not the step: with
+    SGD momentum m the step can reach about lr * c / (1 - m). ``amp``: bf16 autocast on the CPU, fp16 autocast with loss
     scaling on CUDA. ``monitor_every=k > 0`` records per-layer gradient norms and update/weight
     ratios every k steps. ``max_steps`` stops early (the epoch is still evaluated).
     A loss that becomes NaN or inf stops the run (see :class:`History`); it never raises.
@@ -249,6 +263,7 @@ def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sg
     cuda = dev.type == "cuda"
     model = _build_model(model, model_kw, seed, dev)
     train, test = _loaders(data, batch_size, seed, dev, augment)
+    val = _val_loader(data, dev)
     total = len(train) * epochs if max_steps is None else min(len(train) * epochs, max_steps)
     opt = _optimizer(optimizer, model.parameters(), lr, momentum, weight_decay, cuda)
     sched, plateau = _scheduler(schedule, opt, len(train), total)
@@ -276,8 +291,12 @@ def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sg
             test_loss, test_acc = evaluate(model, test, amp=amp)
             hist.test_loss.append(test_loss)
             hist.test_acc.append(test_acc)
+            if val is not None:
+                val_loss, val_acc = evaluate(model, val, amp=amp)
+                hist.val_loss.append(val_loss)
+                hist.val_acc.append(val_acc)
             if plateau is not None:
-                plateau.step(test_loss)
+                plateau.step(hist.val_loss[-1] if val is not None else hist.train_loss[-1])
             step += n
         return hist
     finally:
@@ -295,9 +314,12 @@ class _Stepper:
                  scaler: Any, monitor: Any, constrain: Callable | None, sched: Any) -> None:
         self.model, self.opt, self.clip_fn, self.autocast = model, opt, clip_fn, autocast
         self.scaler, self.monitor, self.constrain, self.sched = scaler, monitor, constrain, sched
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.step_norm = torch.zeros((), device=self.params[0].device if self.params else "cpu")
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """Returns the loss, the logits and the clipping's ``ClipResult``, all left on the device."""
+        """Returns the loss, the logits and the clipping's ``ClipResult``, all left on the device;
+        ``self.step_norm`` holds ||w_after - w_before|| of this step (0-d, on the device)."""
         with self.autocast:
             logits = self.model(x)
             loss = F.cross_entropy(logits, y)
@@ -310,14 +332,17 @@ class _Stepper:
         else:
             loss.backward()
         res = self.monitor.clip(self.clip_fn) if self.monitor is not None else self.clip_fn(self.model)
+        before = [p.detach().clone() for p in self.params]
         if self.scaler is not None:
             self.scaler.step(self.opt)
             self.scaler.update()
         else:
             self.opt.step()
-        if self.constrain is not None:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.constrain is not None:
                 self.constrain(self.model)
+            squares = [(p - b).float().pow(2).sum() for p, b in zip(self.params, before)]
+            self.step_norm = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
         if self.sched is not None:
             self.sched.step()
         return loss, logits, res
@@ -330,7 +355,7 @@ def _train_epoch(stepper: _Stepper, train: DeviceLoader, n: int, hist: History, 
     steps the new losses are copied to the host to look for a non-finite one.
     """
     start = time.perf_counter()
-    buf = torch.empty(4, n, device=train.device)  # loss, norm before, norm after, clipped
+    buf = torch.empty(5, n, device=train.device)  # loss, norm before, norm after, clipped, step norm
     correct = torch.zeros((), dtype=torch.long, device=train.device)
     sizes, lrs, checked = [], [], 0
     for i, (x, y) in enumerate(train):
@@ -342,6 +367,7 @@ def _train_epoch(stepper: _Stepper, train: DeviceLoader, n: int, hist: History, 
         buf[1, i] = res.norm_before
         buf[2, i] = res.norm_after
         buf[3, i] = res.clipped
+        buf[4, i] = stepper.step_norm
         correct += (logits.argmax(1) == y).sum()
         sizes.append(y.shape[0])
         if (i + 1) % CHECK_EVERY == 0 or i + 1 == n:
@@ -364,8 +390,16 @@ def _train_epoch(stepper: _Stepper, train: DeviceLoader, n: int, hist: History, 
     return True
 
 
-# fit's defaults, read once: sweep fills them into every config so that spelling a default out
-# does not change a run's identity.
+# The defaults that a run's identity is computed with, frozen here (not read from fit's signature):
+# a keyword added to fit later, left at its default, must not change the id of any saved run.
+# Changing a value here changes ids on purpose; migrate results/ then (results/README.md).
+RUN_DEFAULTS: dict[str, Any] = {
+    "epochs": 1, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "clip": None,
+    "schedule": None, "amp": False, "batch_size": 128, "seed": 0, "device": "auto", "monitor_every": 0,
+    "augment": True, "max_steps": None, "model_kw": None, "constraint": None,
+}
+# fit's live defaults: a config key that RUN_DEFAULTS does not know is dropped from the identity
+# while it equals its default here.
 FIT_DEFAULTS = {k: p.default for k, p in inspect.signature(fit).parameters.items()
                 if p.default is not inspect.Parameter.empty and k != "progress"}
 
@@ -395,7 +429,7 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
     """Run many training configurations; one JSON per run plus ``summary.csv`` in ``results_dir``.
 
     A config is a dict of :func:`fit` arguments (``model`` and ``model_kw`` included) plus the
-    data settings ``subset``, ``test_subset`` and ``data_seed`` (default: the run's ``seed``)
+    data settings ``subset``, ``test_subset``, ``data_seed`` (default: the run's ``seed``) and ``val``
     used to load CIFAR-10 with :func:`gradkit.data.cifar10` (once per distinct setting) when
     ``data`` is None. ``thresholds=[c1, c2, ...]`` builds the configs
     ``{**base, "clip": f"{method}:{c}"}``. Each run's file is named by a hash of its complete
@@ -531,6 +565,14 @@ def _fit_config(args: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _val_loader(data: Any, dev: torch.device) -> DeviceLoader | None:
+    """The plain loader of ``data``'s validation split, or None when it has none."""
+    if getattr(data, "val_y", None) is None or not data.val_y.numel():
+        return None
+    return DeviceLoader(data.val_x, data.val_y, EVAL_BATCH, train=False, mean=data.mean, std=data.std,
+                        device=dev, channels_last=True)
+
+
 def _constraint(constraint: str | Callable[[nn.Module], Any] | None) -> Callable[[nn.Module], Any] | None:
     if constraint is None or callable(constraint):
         return constraint
@@ -608,7 +650,10 @@ def _progress_bar(progress: bool, total: int, label: str):
 
 
 def _record_steps(hist: History, records: list[list[float]], lrs: list[float]) -> None:
-    loss, before, after, clipped = records
+    """Append per-step rows: loss, norm before, norm after, clipped and (when given) step norm."""
+    loss, before, after, clipped = records[:4]
+    if len(records) > 4:
+        hist.step_norm += records[4]
     hist.loss += loss
     hist.grad_norm_before += before
     hist.grad_norm_after += after
@@ -640,12 +685,14 @@ def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("every config needs 'model' (a name: 'seed_cnn', 'plain_cnn', 'resnet')")
     if not isinstance(cfg["model"], str):
         raise ValueError(f"config 'model' must be a model name so the run can be saved and resumed, got {cfg['model']!r}")
-    full = {**FIT_DEFAULTS, **cfg}
+    full = {**RUN_DEFAULTS, **{k: v for k, v in cfg.items() if k in RUN_DEFAULTS or k in DATA_KEYS or k == "model"
+                               or v != FIT_DEFAULTS[k]}}
     full["clip"] = clipper(full["clip"]).spec
     full["model_kw"] = dict(full["model_kw"] or {})
     full.setdefault("subset", None)
     full.setdefault("test_subset", None)
     full.setdefault("data_seed", full["seed"])
+    full.setdefault("val", None)
     if full["device"] == "auto":
         full["device"] = runtime.resolve_device("auto").type
     return full
@@ -654,10 +701,17 @@ def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:
 def _data_identity(data: Any) -> dict[str, Any]:
     """Name, sizes and a fingerprint of a Dataset, so runs on different data never share a file."""
     digest = hashlib.sha1()
-    for t in (data.train_y, data.test_y, data.train_x.flatten()[::997], data.test_x.flatten()[::997]):
+    tensors = [data.train_y, data.test_y, data.train_x.flatten()[::997], data.test_x.flatten()[::997]]
+    n_val = getattr(data, "n_val", 0)
+    if n_val:
+        tensors += [data.val_y, data.val_x.flatten()[::997]]
+    for t in tensors:
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return {"name": data.name, "n_train": int(data.train_y.numel()), "n_test": int(data.test_y.numel()),
-            "fingerprint": digest.hexdigest()[:16]}
+    identity = {"name": data.name, "n_train": int(data.train_y.numel()), "n_test": int(data.test_y.numel()),
+                "fingerprint": digest.hexdigest()[:16]}
+    if n_val:
+        identity["n_val"] = n_val
+    return identity
 
 
 def _run_id(cfg: dict[str, Any], data: Any, identity: dict[str, Any] | None = None) -> str:
@@ -677,15 +731,15 @@ def _run_id(cfg: dict[str, Any], data: Any, identity: dict[str, Any] | None = No
 def _load_data(cfg: dict[str, Any], cache: dict[tuple, Any]) -> Any:
     from .data import cifar10
 
-    key = (cfg.get("subset"), cfg.get("test_subset"), cfg.get("data_seed", cfg.get("seed", 0)))
+    key = (cfg.get("subset"), cfg.get("test_subset"), cfg.get("data_seed", cfg.get("seed", 0)), cfg.get("val"))
     if key not in cache:
-        cache[key] = cifar10(subset=key[0], test_subset=key[1], seed=key[2], device=cfg.get("device", "auto"))
+        cache[key] = cifar10(subset=key[0], test_subset=key[1], seed=key[2], val=key[3], device=cfg.get("device", "auto"))
     return cache[key]
 
 
 SUMMARY_COLUMNS = ("run_id", "label", "dataset", "synthetic", "model", "model_kw", "optimizer", "lr", "clip",
-                   "schedule", "epochs", "seed", "subset", "steps", "diverged", "diverged_step", "final_test_acc",
-                   "best_test_acc", "final_train_loss", "clip_rate", "seconds", "device")
+                   "schedule", "epochs", "seed", "subset", "steps", "diverged", "diverged_step", "final_val_acc",
+                   "final_test_acc", "best_test_acc", "final_train_loss", "clip_rate", "seconds", "device")
 
 
 def _write_summary(folder: Path, runs: dict[str, History]) -> None:
@@ -698,5 +752,5 @@ def _write_summary(folder: Path, runs: dict[str, History]) -> None:
             writer.writerow([run_id, h.label, h.dataset, h.synthetic, c.get("model"), json.dumps(c.get("model_kw")),
                              c.get("optimizer"), c.get("lr"), c.get("clip"), c.get("schedule"), c.get("epochs"),
                              c.get("seed"), c.get("subset"), len(h.loss), h.diverged, h.diverged_step,
-                             h.final_test_acc, h.best_test_acc, h.train_loss[-1] if h.train_loss else None,
+                             h.final_val_acc, h.final_test_acc, h.best_test_acc, h.train_loss[-1] if h.train_loss else None,
                              round(h.clip_rate, 4) if h.clipped else None, round(h.seconds, 2), h.device])

@@ -140,7 +140,7 @@ def _linear():
 
 
 def test_fit_learns_synthetic_data(data):
-    h = fit(data=data, epochs=3, lr=0.05, batch_size=32, **_small())
+    h = fit(data=data, epochs=3, lr=0.05, batch_size=32, clip="norm:1.0", **_small())
     assert len(h.loss) == 3 * 8 == len(h.grad_norm_before) == len(h.clipped) == len(h.lr)
     assert len(h.test_acc) == len(h.train_acc) == len(h.epoch_seconds) == 3
     assert sum(h.loss[-4:]) / 4 < 0.7 * sum(h.loss[:4]) / 4
@@ -256,11 +256,37 @@ def test_schedules_set_the_recorded_learning_rate(data):
     assert wc == pytest.approx([0.05, 0.1] + [0.05 * (1 + math.cos(math.pi * t / 6)) for t in range(6)])
 
 
-def test_plateau_schedule_cuts_the_rate_when_test_loss_stalls(data):
-    # lr=1e-6 for one step an epoch cannot move the test loss by 0.01%: epoch 1 sets the best, epochs 2 and 3 are "bad", so with
-    # patience 1 the rate is multiplied by 0.5 after epoch 3.
-    h = fit(_linear(), data, epochs=4, lr=1e-6, schedule="plateau:1:0.5", batch_size=256, progress=False)
-    assert h.lr == pytest.approx([1e-6, 1e-6, 1e-6, 5e-7])
+def test_plateau_schedule_cuts_the_rate_when_validation_loss_stalls():
+    from gradkit.data import synthetic
+
+    # lr=1e-7 for one step an epoch cannot move the validation loss by 0.01%: epoch 1 sets the best, epochs 2 and 3 are "bad",
+    # so with patience 1 the rate is multiplied by 0.5 after epoch 3.
+    data = synthetic(n=256, n_test=128, n_val=128, seed=0)
+    h = fit(_linear(), data, epochs=4, lr=1e-7, schedule="plateau:1:0.5", batch_size=256, progress=False)
+    assert h.lr == pytest.approx([1e-7, 1e-7, 1e-7, 5e-8], rel=1e-9, abs=0)
+    assert len(h.val_loss) == len(h.val_acc) == len(h.test_acc) == 4
+
+
+def test_fit_does_not_clip_unless_asked(data):
+    h = fit(data=data, epochs=1, max_steps=3, batch_size=64, **_small())
+    assert h.config["clip"] == "none" and not any(h.clipped)
+    assert h.grad_norm_before == h.grad_norm_after
+
+
+def test_step_norm_is_the_update_actually_taken():
+    from gradkit.data import synthetic
+
+    data = synthetic(n=64, n_test=32, seed=0)
+    # Plain SGD, no clipping: ||w_after - w_before|| = lr * ||g||.
+    h = fit(_linear(), data, epochs=1, lr=0.1, momentum=0.0, batch_size=16, progress=False)
+    assert h.step_norm == pytest.approx([0.1 * g for g in h.grad_norm_before], rel=1e-4)
+    # Momentum 0.9 with norm clipping at c: the first step is lr * c, later ones exceed it but stay
+    # below lr * c / (1 - 0.9).
+    c, lr = 0.01, 0.1
+    h = fit(_linear(), data, epochs=3, lr=lr, clip=f"norm:{c}", batch_size=16, progress=False)
+    assert all(h.clipped) and h.step_norm[0] == pytest.approx(lr * c, rel=1e-4)
+    assert max(h.step_norm) > 1.5 * lr * c
+    assert max(h.step_norm) <= lr * c / (1 - 0.9) * (1 + 1e-4)
 
 
 def test_amp_bf16_on_cpu_and_constraint_callable(data):
@@ -361,6 +387,8 @@ def test_sweep_run_ids_change_with_data_and_settings(data):
     cfg = {"model": "seed_cnn", "clip": "norm:1"}
     other = synthetic(n=256, n_test=128, seed=1)
     assert train._run_id(cfg, data) == train._run_id({**cfg, "lr": 0.01}, data)  # the default, spelled out
+    plain = {"model": "seed_cnn"}
+    assert train._run_id(plain, data) == train._run_id({**plain, "clip": None}, data) == train._run_id({**plain, "clip": "none"}, data)
     assert train._run_id(cfg, data) != train._run_id(cfg, other)
     assert train._run_id(cfg, data) != train._run_id({**cfg, "lr": 0.02}, data)
     assert train._run_id({**cfg, "subset": 100}, None) != train._run_id({**cfg, "subset": 200}, None)
@@ -416,3 +444,14 @@ def test_grad_norm_trace_and_training_curves_draw_the_records():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_run_ids_do_not_move_when_fit_gains_a_keyword(monkeypatch):
+    cfg = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "lr": 0.05, "clip": "norm:1.0", "epochs": 10,
+           "subset": 10000, "test_subset": 2000, "data_seed": 0, "val": 1000, "device": "cpu"}
+    pinned = train._run_id(cfg, None)
+    assert pinned == "a5cec6857b39"  # pinned: a change here orphans saved runs
+    monkeypatch.setitem(train.FIT_DEFAULTS, "label_smoothing", 0.0)
+    assert train._run_id(cfg, None) == pinned
+    assert train._run_id({**cfg, "label_smoothing": 0.0}, None) == pinned
+    assert train._run_id({**cfg, "label_smoothing": 0.1}, None) != pinned
