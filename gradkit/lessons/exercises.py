@@ -358,7 +358,7 @@ def _c03_p1(answer: Any, norms: Sequence[float] | None = None) -> tuple[bool, st
 
 def _setting_rows(model: str, lr: float) -> list:
     from gradkit import sweeps
-    from gradkit.train import load_sweep
+    from gradkit.runs import load_sweep
 
     runs = [h for h in load_sweep(sweeps.SHIPPED_RESULTS) if h.config["model"] == model and h.config["lr"] == lr]
     return sweeps.sweep_table(runs)
