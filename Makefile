@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.gradkit-installed
 PROFILE ?=
 PYTEST_ARGS ?=
 
-.PHONY: all install report test browser-test lab doctor bench notebooks clean
+.PHONY: all install report test browser-test lab doctor bench notebooks slides clean
 
 all: install
 
@@ -49,6 +49,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/clip_overhead.py
 	$(BIN)/python bench/train_throughput.py --width 0.25 --subset 5000 --test-subset 2000 --epochs 2
 	$(BIN)/python bench/sweep_throughput.py
+
+# One offline reveal.js deck per lesson (from the stored outputs) in reports/slides/.
+slides: $(STAMP)
+	$(BIN)/python -m gradkit slides notebooks/[0-9][0-9]_*.ipynb --out reports/slides
 
 # Re-execute the lessons in place (cpu profile) so the stored outputs are fresh.
 notebooks: $(STAMP)
