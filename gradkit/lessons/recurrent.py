@@ -60,7 +60,7 @@ WEIGHTS = ("w_ih", "w_hh", "bias", "w_out", "b_out")
 # starts at 0 (AddingTask.target_mean), so the first steps see errors of about 1 and the largest
 # gradients of the run: that is where an unclipped run at this learning rate blows up.
 EXPLODING = {"length": 10, "cell": "rnn", "hidden": 32, "lr": 0.09, "momentum": 0.9, "batch": 32, "steps": 1000}
-SLIDER_GRID = {"norm": (0.3, 1.0, 3.0, 10.0), "value": (0.1, 1.0), "tensor_norm": (0.3, 3.0)}
+SLIDER_GRID = {"norm": (0.3, 1.0, 3.0, 10.0), "value": (1.0,), "tensor_norm": (3.0,)}
 LONG = {"length": 40, "cell": "rnn", "hidden": 32, "lr": 0.05, "momentum": 0.9, "batch": 32, "steps": 1500}
 CHARLM = {"seq_len": 32, "cell": "gru", "hidden": 64, "lr": 1.0, "momentum": 0.9, "batch": 32, "steps": 300}
 CHARLM_TEST = 200
