@@ -153,6 +153,8 @@ def generate(net: RecurrentNet, text: Corpus, prompt: str, length: int = 200, te
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if not prompt:
+        raise ValueError("prompt must hold at least one character (the model needs a first input)")
     g = torch.Generator().manual_seed(seed)
     h = torch.zeros(1, 1, net.hidden)
     c = torch.zeros_like(h)
