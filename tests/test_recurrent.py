@@ -156,3 +156,25 @@ def test_runs_round_trip_through_json(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(ValueError, match="make_lesson08_runs"):
         rec.load_runs(tmp_path / "missing.json")
+
+
+def test_contrast_numbers_by_hand():
+    import matplotlib
+    matplotlib.use("Agg")
+    from gradkit import plots
+    from gradkit.lessons import recurrent_views as views
+    from gradkit.sweeps import SweepRow
+
+    runs = [Run({"clip": "none", "seed": s}, clipped=[False] * 4, diverged_step=2) for s in (0, 1)]
+    runs += [Run({"clip": "norm:1.0", "seed": s}, clipped=[True, False, False, False], test_loss=[0.001]) for s in (0, 1)]
+    rows = [SweepRow("A", "setting A", "none", None, [0.30, 0.40], 0, 1.0, 0.0),
+            SweepRow("A", "setting A", "norm", 0.5, [0.42, 0.38], 0, 1.0, 0.99)]
+    fig, axes = plots.figure(1, 2)
+    points = views.contrast(axes[0][0], axes[0][1], runs, 0.01, rows)
+    assert points["rnn"] == {"norm:1.0": (0.25, 100.0)}
+    rate, gain = points["cifar"][("A", "norm:0.5")]
+    assert rate == 0.99 and gain == pytest.approx(5.0)
+    view = views.run_view(runs, target=0.01, examples=["norm:1.0"])
+    assert view.data["spec"] == "norm:1.0" and view.data["solved"] == 2
+    view.controls["method"].value = "none"
+    assert view.data["spec"] == "none" and view.data["solved"] == 0

@@ -146,9 +146,9 @@ def run_view(runs: Sequence[Run], *, target: float, examples: Sequence[str] = ()
         axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds", fontsize=9)
 
     first = clipper(examples[0]) if examples else clipper(specs[0])
+    lo, hi = thresholds[0], max(thresholds[-1], 10 * thresholds[0])  # a slider needs a range even for one threshold
     controls = {"method": widgets._dropdown("method", first.method, list(grid)),
-                "c": widgets._log_slider("threshold c", first.threshold or thresholds[0], thresholds[0], thresholds[-1],
-                                         continuous=False)}
+                "c": widgets._log_slider("threshold c", first.threshold or lo, lo, hi, continuous=False)}
     shown = [{"method": clipper(s).method, "c": clipper(s).threshold or thresholds[0]} for s in examples]
     return widgets.LiveView(controls, compute, draw, panels=2, examples=shown, panel_size=(4.8, 3.3))
 
