@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,13 @@ class History:
     and ``epoch_seconds`` (the training part of the epoch, evaluation excluded). A run whose loss
     became NaN or inf has ``diverged=True`` and ``diverged_step`` = the first such step; its
     per-step records stop before that step and the epoch it broke in has no epoch record.
-    Python's ``json`` writes a non-finite number as ``NaN``/``Infinity`` and reads it back.
+    A run whose loss stayed finite but blew up (:data:`BLOW_UP`: some step's loss above 10 times
+    the first step's) is ``unstable``: :attr:`status` tells the three apart.
+
+    Files are strict JSON: a non-finite number is written as ``null`` and its meaning kept in
+    ``nonfinite`` (``{"field/index": "inf" | "-inf" | "nan"}``), so any JSON reader can open them;
+    :meth:`load` puts the numbers back. :meth:`save` writes a temporary file and renames it, so a
+    run file is either whole or absent.
 
     >>> h = History(config={"clip": "norm:1.0", "lr": 0.1}, clipped=[True, False, False, True])
     >>> h.clip_rate, h.label
@@ -63,6 +71,18 @@ class History:
     update_ratio: list[list[float]] = dataclasses.field(default_factory=list)
 
     @property
+    def unstable(self) -> bool:
+        """True when the loss stayed finite but some step's loss exceeded :data:`BLOW_UP` times the first
+        step's: ``max_t loss_t > 10 * loss_0`` (for cross-entropy over 10 classes, loss_0 is about
+        ln 10 = 2.3, so above 23: the network predicts wrong classes with enormous confidence)."""
+        return not self.diverged and bool(self.loss) and max(self.loss) > BLOW_UP * max(self.loss[0], 1e-12)
+
+    @property
+    def status(self) -> str:
+        """``"diverged"`` (loss became NaN/inf, the run stopped), ``"unstable"`` (see :attr:`unstable`) or ``"ok"``."""
+        return "diverged" if self.diverged else "unstable" if self.unstable else "ok"
+
+    @property
     def final_test_acc(self) -> float | None:
         """Test accuracy after the last epoch; None when the run diverged or finished no epoch."""
         return None if self.diverged or not self.test_acc else self.test_acc[-1]
@@ -89,19 +109,65 @@ class History:
         return text + " [synthetic data]" if self.synthetic else text
 
     def save(self, path: str | Path) -> Path:
-        """Write the history as JSON (parent folders are created); returns the path."""
+        """Write the history as strict JSON, atomically (temporary file, then rename; parent folders
+        are created); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dataclasses.asdict(self)))
+        nonfinite: dict[str, str] = {}
+        raw = _finite(dataclasses.asdict(self), "", nonfinite)
+        if nonfinite:
+            raw["nonfinite"] = nonfinite
+        text = json.dumps(raw, allow_nan=False)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> History:
-        """Read a history written by :meth:`save`."""
-        raw = json.loads(Path(path).read_text())
+        """Read a history written by :meth:`save` (also the older files with ``NaN``/``Infinity``).
+
+        Raises ``ValueError`` naming the file when it is not a whole gradkit History.
+        """
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"path={str(path)!r} is not a gradkit History: {err}") from err
+        if not isinstance(raw, dict):
+            raise ValueError(f"path={str(path)!r} is not a gradkit History: not a JSON object")
+        for key, text in (raw.pop("nonfinite", None) or {}).items():
+            *where, last = key.split("/")
+            target = raw
+            for part in where:
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            target[int(last) if isinstance(target, list) else last] = float(text)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - names
         if unknown:
             raise ValueError(f"path={str(path)!r} is not a gradkit History: unknown keys {sorted(unknown)}")
-        return cls(**raw)
+        try:
+            return cls(**raw)
+        except TypeError as err:
+            raise ValueError(f"path={str(path)!r} is not a gradkit History: {err}") from err
+
+
+# A finite loss this many times the first step's marks a run as unstable (History.unstable).
+BLOW_UP = 10.0
+
+
+def _finite(value: Any, where: str, nonfinite: dict[str, str]) -> Any:
+    """``value`` with each non-finite float replaced by None and noted in ``nonfinite`` under its path."""
+    if isinstance(value, float) and not math.isfinite(value):
+        nonfinite[where.lstrip("/")] = repr(value)
+        return None
+    if isinstance(value, list):
+        return [_finite(v, f"{where}/{i}", nonfinite) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}/{k}", nonfinite) for k, v in value.items()}
+    return value
 

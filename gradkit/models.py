@@ -18,6 +18,7 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -218,6 +219,10 @@ def build_model(name: str, **kw: object) -> nn.Module:
     """
     if name not in MODELS:
         raise ValueError(f"name={name!r} is not a model; accepted values: {', '.join(MODELS)}")
+    accepted = [p for p in inspect.signature(MODELS[name]).parameters if p != "self"]
+    unknown = sorted(set(kw) - set(accepted))
+    if unknown:
+        raise ValueError(f"model_kw {unknown} are not options of {name!r}; accepted: {', '.join(accepted)}")
     return MODELS[name](**kw)
 
 

@@ -13,7 +13,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import inspect
+import io
 import json
+import math
+import os
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -69,16 +74,20 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
     if (configs is None) == (thresholds is None):
         raise ValueError("pass exactly one of configs (a list of dicts) or thresholds (a list of numbers)")
     if thresholds is not None:
+        bad = [t for t in thresholds if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0
+               or not math.isfinite(t)]
+        if bad or not thresholds:
+            raise ValueError(f"thresholds must be a non-empty list of finite numbers > 0, got {thresholds!r}")
         configs = [{**(base or {}), "clip": f"{method}:{float(t)!r}"} for t in thresholds]
     elif base:
         configs = [{**base, **c} for c in configs]
     if not configs or not all(isinstance(c, dict) for c in configs):
         raise ValueError("configs must be a non-empty list of dicts of fit() arguments and data settings")
-    folder = Path(results_dir)
+    folder = _results_folder(results_dir)
     # One fingerprint of the data for every config: hashing it per config would repeat the same work.
     identity = _data_identity(data) if data is not None else None
     runs = [(c, _run_id(c, data, identity)) for c in configs]
-    done = {p.stem.removeprefix("run-"): History.load(p) for p in sorted(folder.glob("run-*.json"))}
+    done = _read_runs(folder)
     loaded: dict[tuple, Any] = {}
 
     def save(cfg: dict[str, Any], run_id: str, hist: History) -> None:
@@ -86,7 +95,7 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
         hist.config.update({k: full[k] if data is None else None for k in DATA_KEYS}, run_id=run_id)
         hist.save(folder / f"run-{run_id}.json")
         done[run_id] = hist
-        _write_summary(folder, done)
+        write_summary(folder)
 
     if stacked:
         for group in stacked_groups({r: (c, r) for c, r in runs if r not in done}.values()):
@@ -100,16 +109,44 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
             run_data = data if data is not None else _load_data(cfg, loaded)
             save(cfg, run_id, fit(data=run_data, progress=progress, **fit_kw))
         out.append(done[run_id])
-    _write_summary(folder, done)
+    write_summary(folder)
     return out
 
 
 def load_sweep(results_dir: str | Path) -> list[History]:
-    """All runs saved by :func:`sweep` in ``results_dir``, oldest first."""
+    """All runs saved by :func:`sweep` in ``results_dir``, oldest first.
+
+    A run file that cannot be read (cut off, or not a gradkit History) is named in a warning and
+    set aside as ``run-<id>.json.corrupt``; :func:`sweep` then trains that run again.
+    """
     folder = Path(results_dir)
     if not folder.is_dir():
         raise ValueError(f"results_dir={str(folder)!r} is not a folder")
-    return sorted((History.load(p) for p in folder.glob("run-*.json")), key=lambda h: h.date)
+    return sorted(_read_runs(folder).values(), key=lambda h: h.date)
+
+
+def _results_folder(results_dir: str | Path) -> Path:
+    """``results_dir`` as a folder that exists or can be made; refused before any work when it is a file."""
+    if not isinstance(results_dir, (str, os.PathLike)):
+        raise ValueError(f"results_dir must be a folder path (str or Path), got {results_dir!r}")
+    folder = Path(results_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"results_dir={str(folder)!r} is a file, not a folder: pass a folder for the run files")
+    return folder
+
+
+def _read_runs(folder: Path) -> dict[str, History]:
+    """``{run id: History}`` of every readable run file in ``folder``; unreadable ones are set aside."""
+    runs = {}
+    for path in sorted(folder.glob("run-*.json")):
+        try:
+            runs[path.stem.removeprefix("run-")] = History.load(path)
+        except (ValueError, OSError) as err:
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            warnings.warn(f"run file {path} could not be read ({err}); set aside as {aside.name}, "
+                          "and a sweep that needs it trains it again", stacklevel=3)
+    return runs
 
 
 
@@ -177,23 +214,35 @@ def _load_data(cfg: dict[str, Any], cache: dict[tuple, Any]) -> Any:
 
 
 SUMMARY_COLUMNS = ("run_id", "label", "dataset", "synthetic", "model", "model_kw", "optimizer", "lr", "clip",
-                   "schedule", "epochs", "seed", "subset", "steps", "diverged", "diverged_step", "final_val_acc",
+                   "schedule", "epochs", "seed", "subset", "steps", "status", "diverged", "diverged_step", "final_val_acc",
                    "final_test_acc", "best_test_acc", "final_train_loss", "clip_rate", "seconds", "device")
 
 
-def _write_summary(folder: Path, runs: dict[str, History]) -> None:
-    """``folder/summary.csv``: one row of :data:`SUMMARY_COLUMNS` per run, oldest first."""
+def write_summary(folder: str | Path) -> Path:
+    """Rebuild ``folder/summary.csv`` from the run files on disk: one row of :data:`SUMMARY_COLUMNS`
+    per run, oldest first. Under a lock file (``.summary.lock``) and written atomically, so sweeps
+    writing into one folder at the same time all end with every run listed."""
+    from filelock import FileLock
+
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "summary.csv", "w", newline="") as f:
-        writer = csv.writer(f)
+    with FileLock(str(folder / ".summary.lock")):
+        runs = _read_runs(folder)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(SUMMARY_COLUMNS)
         for run_id, h in sorted(runs.items(), key=lambda kv: kv[1].date):
             c = h.config
             writer.writerow([run_id, h.label, h.dataset, h.synthetic, c.get("model"), json.dumps(c.get("model_kw")),
                              c.get("optimizer"), c.get("lr"), c.get("clip"), c.get("schedule"), c.get("epochs"),
-                             c.get("seed"), c.get("subset"), len(h.loss), h.diverged, h.diverged_step,
+                             c.get("seed"), c.get("subset"), len(h.loss), h.status, h.diverged, h.diverged_step,
                              h.final_val_acc, h.final_test_acc, h.best_test_acc, h.train_loss[-1] if h.train_loss else None,
                              round(h.clip_rate, 4) if h.clipped else None, round(h.seconds, 2), h.device])
+        fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, folder / "summary.csv")
+    return folder / "summary.csv"
 
 
 def stackable(cfg: dict[str, Any]) -> bool:

@@ -126,3 +126,102 @@ def test_sweep_stacked_writes_sequential_files(data, tmp_path, monkeypatch):
     again = sweep(configs, base=base, data=data, results_dir=tmp_path / "stk", progress=False, stacked=True)
     assert [h.config["run_id"] for h in again] == [h.config["run_id"] for h in stk]
     assert len(sweep(configs, base=base, data=data, results_dir=tmp_path / "stk", progress=False)) == 4
+
+
+def test_shipped_run_ids_are_recomputed_from_their_configs():
+    files = sorted(SHIPPED.glob("run-*.json"))
+    if not files:
+        pytest.skip("no shipped runs in results/")
+    for path in files[:10]:
+        cfg = {k: v for k, v in History.load(path).config.items() if k != "run_id"}
+        assert runs._run_id(cfg, None) == path.stem.removeprefix("run-")
+
+
+def _one_run(data, tmp_path):
+    return sweep(configs=[{"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1, "batch_size": 64}],
+                 data=data, results_dir=tmp_path, progress=False)[0]
+
+
+def test_a_cut_off_run_file_is_set_aside_with_a_warning_and_trained_again(tmp_path, data):
+    first = _one_run(data, tmp_path)
+    path = tmp_path / f"run-{first.config['run_id']}.json"
+    path.write_text(path.read_text()[:100])  # a kill or a full disk in the middle of a write
+    with pytest.warns(UserWarning, match=path.name):
+        assert load_sweep(tmp_path) == []
+    assert (tmp_path / (path.name + ".corrupt")).exists()
+    again = _one_run(data, tmp_path)
+    assert again.loss == first.loss and History.load(path).loss == first.loss
+
+
+def test_a_foreign_json_file_is_set_aside_not_fatal(tmp_path, data):
+    (tmp_path / "run-000000000000.json").write_text('{"hello": 1}')
+    with pytest.warns(UserWarning, match="run-000000000000.json"):
+        assert len(sweep(thresholds=[1.0], base={"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1},
+                         data=data, results_dir=tmp_path, progress=False)) == 1
+
+
+def test_history_save_is_atomic_and_strict_json(tmp_path, monkeypatch):
+    h = History(loss=[2.3, 3.0], grad_norm_before=[float("inf"), 1.0], layer_grad_norm=[[1.0, float("nan")]])
+    path = h.save(tmp_path / "r.json")
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    back = History.load(path)
+    assert back.grad_norm_before[0] == math.inf and math.isnan(back.layer_grad_norm[0][1])
+
+    def broken_replace(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("gradkit.history.os.replace", broken_replace)
+    with pytest.raises(OSError):
+        History(loss=[1.0]).save(path)
+    assert History.load(path).loss == [2.3, 3.0]  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # and no temporary file is left
+
+
+def test_loss_blow_up_without_nan_is_flagged_unstable_in_summaries(tmp_path):
+    ok = History(config={"clip": "none", "lr": 0.1}, loss=[2.3, 2.0, 1.5], date="1")
+    blown = History(config={"clip": "none", "lr": 1e6}, loss=[2.3, 7e23, 5e20], date="2")
+    nan = History(config={"clip": "none", "lr": 1e9}, loss=[2.3], diverged=True, diverged_step=1, date="3")
+    assert [h.status for h in (ok, blown, nan)] == ["ok", "unstable", "diverged"]
+    for i, h in enumerate((ok, blown, nan)):
+        h.save(tmp_path / f"run-{i:012d}.json")
+    rows = list(csv.DictReader(open(runs.write_summary(tmp_path))))
+    assert [r["status"] for r in rows] == ["ok", "unstable", "diverged"]
+
+
+def test_two_sweeps_into_one_folder_both_end_up_in_the_summary(tmp_path, data):
+    import threading
+
+    base = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1, "batch_size": 64}
+    threads = [threading.Thread(target=sweep, kwargs=dict(thresholds=t, base=base, data=data, results_dir=tmp_path,
+                                                           progress=False)) for t in ([0.1, 0.2], [0.3, 0.4])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert sorted(r["clip"] for r in rows) == ["norm:0.1", "norm:0.2", "norm:0.3", "norm:0.4"]
+
+
+@pytest.mark.parametrize("kw, arg", [({"thresholds": ["a"]}, "thresholds"), ({"thresholds": [-1.0]}, "thresholds"),
+                                     ({"thresholds": [1.0], "results_dir": "FILE"}, "results_dir")])
+def test_sweep_refuses_bad_input_before_any_work(tmp_path, data, kw, arg):
+    (tmp_path / "FILE").write_text("x")
+    if kw.get("results_dir") == "FILE":
+        kw = {**kw, "results_dir": tmp_path / "FILE"}
+    kw.setdefault("results_dir", tmp_path / "out")
+    with pytest.raises(ValueError, match=arg):
+        sweep(base={"model": "seed_cnn"}, data=data, progress=False, **kw)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_options_name_the_accepted_ones(data):
+    from gradkit.train import fit
+
+    with pytest.raises(ValueError, match="accepted: width"):
+        fit("seed_cnn", data, model_kw={"widht": 0.5}, progress=False)
+    with pytest.raises(ValueError, match="augment"):
+        fit("seed_cnn", data, augment="no", progress=False)
+    with pytest.raises(ValueError, match="amp"):
+        fit("seed_cnn", data, amp="yes", progress=False)
