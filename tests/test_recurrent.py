@@ -166,7 +166,8 @@ def test_contrast_numbers_by_hand():
     from gradkit.sweeps import SweepRow
 
     runs = [Run({"clip": "none", "seed": s}, clipped=[False] * 4, diverged_step=2) for s in (0, 1)]
-    runs += [Run({"clip": "norm:1.0", "seed": s}, clipped=[True, False, False, False], test_loss=[0.001]) for s in (0, 1)]
+    runs += [Run({"clip": "norm:1.0", "seed": s}, clipped=[True, False, False, False], test_steps=[4], test_loss=[0.001])
+             for s in (0, 1)]
     rows = [SweepRow("A", "setting A", "none", None, [0.30, 0.40], 0, 1.0, 0.0),
             SweepRow("A", "setting A", "norm", 0.5, [0.42, 0.38], 0, 1.0, 0.99)]
     fig, axes = plots.figure(1, 2)
