@@ -1,4 +1,5 @@
-"""Lesson-only helpers: exercise checks (``check``), the misconception quiz and the slide maker."""
+"""Lesson-only helpers: exercise checks (``check``), the misconception quiz, the slide maker, and the
+recurrent nets and character-level language model of lesson 08 (``recurrent``, ``charlm``)."""
 
 from .exercises import check
 
