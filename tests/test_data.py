@@ -307,7 +307,7 @@ def test_a_crafted_batch_file_is_refused_by_its_md5_and_nothing_runs(tmp_path: P
     (root / "cifar-10-batches-py" / "data_batch_2").write_bytes(crafted_batch(marker))
     source = root if where == "folder" else write_archive(root, tmp_path / "cifar-10-python.tar.gz", arcname="")
     with pytest.raises(ValueError, match=r"data_batch_2: MD5 [0-9a-f]{32} is not the published") as err:
-        cifar10(root=source, device="cpu")
+        cifar10(root=source, device="cpu", val=0)
     assert not marker.exists() and "not unpickled" in str(err.value)
 
 
@@ -322,7 +322,7 @@ def test_a_crafted_batch_with_the_right_md5_still_runs_nothing(
     monkeypatch.setitem(gdata.BATCH_MD5, "test_batch", hashlib.md5(data).hexdigest())
     with pytest.raises(ValueError, match=r"test_batch: not a CIFAR-10 batch file.*refused to load posix\.mkdir|"
                                          r"test_batch: not a CIFAR-10 batch file.*refused to load os\.mkdir"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
     assert not marker.exists()
 
 
@@ -331,7 +331,7 @@ def test_the_real_md5_table_refuses_files_that_are_not_the_original(tmp_path: Pa
     monkeypatch.setenv("GRADKIT_CACHE", str(tmp_path / "cache"))
     root = write_torchvision(tmp_path / "d")
     with pytest.raises(ValueError, match=r"data_batch_1: MD5 .* not the published c99cafc152244af753f735de768cd75f"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 def test_an_oversized_member_of_an_archive_is_not_read(tmp_path: Path) -> None:
@@ -339,7 +339,7 @@ def test_an_oversized_member_of_an_archive_is_not_read(tmp_path: Path) -> None:
     (src / "train" / "cat" / "0000.png").write_bytes(b"\0" * (gdata.MAX_IMAGE_BYTES + 1))
     archive = write_archive(src, tmp_path / "a.tar.gz")
     with pytest.raises(ValueError, match=r"train/cat/0000\.png: \d+ bytes, too large for a 32x32 image"):
-        cifar10(root=archive, device="cpu")
+        cifar10(root=archive, device="cpu", val=0)
 
 
 @pytest.mark.parametrize("where", ["folder", "archive"])
@@ -358,7 +358,7 @@ def test_a_huge_image_is_refused_from_its_header_without_decoding(
     original = Image.Image.convert
     monkeypatch.setattr(Image.Image, "convert", no_decode)
     with pytest.raises(ValueError, match=r"dog/0001\.png: image is 9000x9000, CIFAR-10 images are 32x32"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 @pytest.mark.parametrize("root", [123, 1.5, b"/tmp", ["a"], ""])
@@ -368,7 +368,7 @@ def test_a_root_that_is_not_a_path_is_named_before_any_work(
     monkeypatch.setattr(gdata, "_locate", lambda path: pytest.fail("looked for data"))
     monkeypatch.setattr(gdata, "_download", lambda path: pytest.fail("downloaded"))
     with pytest.raises(ValueError, match=r"root must be None or a non-empty path"):
-        cifar10(root=root)
+        cifar10(root=root, val=0)
     with pytest.raises(ValueError, match=r"root must be None or a non-empty path"):
         find_cifar10(root)
 
@@ -381,7 +381,7 @@ def test_bad_arguments_are_named_before_the_data_is_read(
     root = write_folders(tmp_path / "d")
     monkeypatch.setattr(gdata, "_load_all", lambda kind, path: pytest.fail("read the data"))
     with pytest.raises(ValueError, match=arg):
-        cifar10(root=root, **kw)
+        cifar10(root=root, **kw, val=0)
 
 
 # ---- the cache ----------------------------------------------------------------------------
@@ -426,22 +426,22 @@ def the_cache(isolated: Path) -> Path:
 
 def test_flipped_bytes_in_the_cached_pixels_are_found_and_the_cache_rebuilt(tmp_path: Path, isolated: Path) -> None:
     root = write_folders(tmp_path / "d")
-    cifar10(root=root, device="cpu")
+    cifar10(root=root, device="cpu", val=0)
     cache = the_cache(isolated)
     entry = torch.load(cache, weights_only=True)
     entry["train_x"][3, 1, 4, 4] ^= 0xFF  # one pixel changed, the checksum kept: what a bad disk does
     torch.save(entry, cache)
     with pytest.warns(UserWarning, match=r"checksum mismatch.*decoding the data again"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(d.train_x, expected_tensors(2)[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert torch.equal(cifar10(root=root, device="cpu").train_x, expected_tensors(2)[0])  # rebuilt and valid
+        assert torch.equal(cifar10(root=root, device="cpu", val=0).train_x, expected_tensors(2)[0])  # rebuilt and valid
 
 
 def test_flipped_bytes_in_the_cache_file_itself_are_found(tmp_path: Path, isolated: Path) -> None:
     root = write_folders(tmp_path / "d", per_class=3)
-    cifar10(root=root, device="cpu")
+    cifar10(root=root, device="cpu", val=0)
     cache = the_cache(isolated)
     raw = bytearray(cache.read_bytes())
     labels = torch.arange(10).repeat_interleave(3).numpy().tobytes()  # train_y as stored (int64)
@@ -449,26 +449,26 @@ def test_flipped_bytes_in_the_cache_file_itself_are_found(tmp_path: Path, isolat
     raw[at + 8 * 7 + 6] = 0x40  # label 7's high byte: a label of about 1e16
     cache.write_bytes(bytes(raw))
     with pytest.warns(UserWarning, match="ignoring the CIFAR-10 cache"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(d.train_y, expected_tensors(3)[1])
 
 
 def test_labels_out_of_range_in_a_cache_are_refused_even_with_a_matching_checksum(tmp_path: Path, isolated: Path) -> None:
     root = write_folders(tmp_path / "d")
-    cifar10(root=root, device="cpu")
+    cifar10(root=root, device="cpu", val=0)
     cache = the_cache(isolated)
     entry = torch.load(cache, weights_only=True)
     entry["test_y"][0] = 10**14
     entry["checksum"] = gdata._checksum(entry)
     torch.save(entry, cache)
     with pytest.warns(UserWarning, match=r"labels outside 0\.\.9"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert int(d.test_y.max()) == 9
 
 
 def test_an_image_rewritten_in_place_under_the_same_name_is_decoded_again(tmp_path: Path) -> None:
     root = write_folders(tmp_path / "d")
-    assert cifar10(root=root, device="cpu").train_x[0, 0, 0, 0].item() == 0
+    assert cifar10(root=root, device="cpu", val=0).train_x[0, 0, 0, 0].item() == 0
     image = root / "train" / "airplane" / "0000.png"
     folder_times = [(p, p.stat().st_mtime_ns) for p in (root, root / "train", image.parent)]
     array = image_for(0, 0)
@@ -477,7 +477,7 @@ def test_an_image_rewritten_in_place_under_the_same_name_is_decoded_again(tmp_pa
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
     for folder, mtime in folder_times:  # no folder changes: only the file does
         os.utime(folder, ns=(mtime, mtime))
-    assert cifar10(root=root, device="cpu").train_x[0, 0, 0, 0].item() == 77
+    assert cifar10(root=root, device="cpu", val=0).train_x[0, 0, 0, 0].item() == 77
 
 
 def test_a_cache_that_cannot_be_written_warns_and_still_returns_the_data(
@@ -491,7 +491,7 @@ def test_a_cache_that_cannot_be_written_warns_and_still_returns_the_data(
     monkeypatch.setattr(torch, "save", disk_full)
     root = write_folders(tmp_path / "d")
     with pytest.warns(UserWarning, match=r"could not write the CIFAR-10 cache.*No space left"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(d.train_x, expected_tensors(2)[0])
     assert not isolated.exists() or list(isolated.iterdir()) == []  # no partial file left behind
 
