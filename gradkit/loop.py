@@ -347,7 +347,7 @@ def evaluate(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> tuple
 
     >>> x = torch.zeros(4, 3, 32, 32, dtype=torch.uint8); y = torch.tensor([0, 1, 2, 3])
     >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
-    >>> nn.init.zeros_(model[1].weight); _ = nn.init.zeros_(model[1].bias)
+    >>> _ = nn.init.zeros_(model[1].weight); _ = nn.init.zeros_(model[1].bias)
     >>> loss, acc = evaluate(model, DeviceLoader(x, y, 2, train=False, device="cpu"))
     >>> round(loss, 4), acc  # uniform logits: loss ln(10), only class 0 counted right
     (2.3026, 0.25)
