@@ -426,22 +426,22 @@ def the_cache(isolated: Path) -> Path:
 
 def test_flipped_bytes_in_the_cached_pixels_are_found_and_the_cache_rebuilt(tmp_path: Path, isolated: Path) -> None:
     root = write_folders(tmp_path / "d")
-    cifar10(root=root, device="cpu")
+    cifar10(root=root, device="cpu", val=0)
     cache = the_cache(isolated)
     entry = torch.load(cache, weights_only=True)
     entry["train_x"][3, 1, 4, 4] ^= 0xFF  # one pixel changed, the checksum kept: what a bad disk does
     torch.save(entry, cache)
     with pytest.warns(UserWarning, match=r"checksum mismatch.*decoding the data again"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(d.train_x, expected_tensors(2)[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert torch.equal(cifar10(root=root, device="cpu").train_x, expected_tensors(2)[0])  # rebuilt and valid
+        assert torch.equal(cifar10(root=root, device="cpu", val=0).train_x, expected_tensors(2)[0])  # rebuilt and valid
 
 
 def test_flipped_bytes_in_the_cache_file_itself_are_found(tmp_path: Path, isolated: Path) -> None:
     root = write_folders(tmp_path / "d", per_class=3)
-    cifar10(root=root, device="cpu")
+    cifar10(root=root, device="cpu", val=0)
     cache = the_cache(isolated)
     raw = bytearray(cache.read_bytes())
     labels = torch.arange(10).repeat_interleave(3).numpy().tobytes()  # train_y as stored (int64)
@@ -449,26 +449,26 @@ def test_flipped_bytes_in_the_cache_file_itself_are_found(tmp_path: Path, isolat
     raw[at + 8 * 7 + 6] = 0x40  # label 7's high byte: a label of about 1e16
     cache.write_bytes(bytes(raw))
     with pytest.warns(UserWarning, match="ignoring the CIFAR-10 cache"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(d.train_y, expected_tensors(3)[1])
 
 
 def test_labels_out_of_range_in_a_cache_are_refused_even_with_a_matching_checksum(tmp_path: Path, isolated: Path) -> None:
     root = write_folders(tmp_path / "d")
-    cifar10(root=root, device="cpu")
+    cifar10(root=root, device="cpu", val=0)
     cache = the_cache(isolated)
     entry = torch.load(cache, weights_only=True)
     entry["test_y"][0] = 10**14
     entry["checksum"] = gdata._checksum(entry)
     torch.save(entry, cache)
     with pytest.warns(UserWarning, match=r"labels outside 0\.\.9"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert int(d.test_y.max()) == 9
 
 
 def test_an_image_rewritten_in_place_under_the_same_name_is_decoded_again(tmp_path: Path) -> None:
     root = write_folders(tmp_path / "d")
-    assert cifar10(root=root, device="cpu").train_x[0, 0, 0, 0].item() == 0
+    assert cifar10(root=root, device="cpu", val=0).train_x[0, 0, 0, 0].item() == 0
     image = root / "train" / "airplane" / "0000.png"
     folder_times = [(p, p.stat().st_mtime_ns) for p in (root, root / "train", image.parent)]
     array = image_for(0, 0)
@@ -477,7 +477,7 @@ def test_an_image_rewritten_in_place_under_the_same_name_is_decoded_again(tmp_pa
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
     for folder, mtime in folder_times:  # no folder changes: only the file does
         os.utime(folder, ns=(mtime, mtime))
-    assert cifar10(root=root, device="cpu").train_x[0, 0, 0, 0].item() == 77
+    assert cifar10(root=root, device="cpu", val=0).train_x[0, 0, 0, 0].item() == 77
 
 
 def test_a_cache_that_cannot_be_written_warns_and_still_returns_the_data(
@@ -491,7 +491,7 @@ def test_a_cache_that_cannot_be_written_warns_and_still_returns_the_data(
     monkeypatch.setattr(torch, "save", disk_full)
     root = write_folders(tmp_path / "d")
     with pytest.warns(UserWarning, match=r"could not write the CIFAR-10 cache.*No space left"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(d.train_x, expected_tensors(2)[0])
     assert not isolated.exists() or list(isolated.iterdir()) == []  # no partial file left behind
 
