@@ -136,7 +136,7 @@ class DeviceLoader:
 
 
 def check_run(data: Any, epochs: int, batch_size: int, lr: float, optimizer: str, max_steps: int | None,
-              augment: bool, progress: bool) -> None:
+              augment: bool, progress: bool | Callable[..., Any]) -> None:
     """The argument checks every training run shares (errors name the argument and accepted values)."""
     check_int("epochs", epochs)
     check_int("batch_size", batch_size)
@@ -145,7 +145,8 @@ def check_run(data: Any, epochs: int, batch_size: int, lr: float, optimizer: str
     check_positive("lr", lr)
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_bool("augment", augment)
-    check_bool("progress", progress)
+    if not callable(progress):
+        check_bool("progress", progress)
     if not all(hasattr(data, attr) for attr in DATASET_ATTRS):
         raise ValueError(f"data must be a gradkit.data.Dataset (from cifar10() or synthetic()), got {describe(data)}")
 
@@ -224,8 +225,11 @@ def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentu
     return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
 
 
-def progress_bar(progress: bool, total: int, label: str) -> Any:
-    """A tqdm bar of ``total`` steps, or None when ``progress`` is off or the run is headless."""
+def progress_bar(progress: bool | Callable[..., Any], total: int, label: str) -> Any:
+    """A tqdm bar of ``total`` steps, or None when ``progress`` is off or the run is headless; a callable
+    ``progress(total=, desc=)`` makes the bar instead (the threshold explorer's widget bar)."""
+    if callable(progress):
+        return progress(total=total, desc=label)
     if not progress or runtime.headless():
         return None
     from tqdm.auto import tqdm

@@ -19,7 +19,6 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
-from . import plots
 from .checks import check_int
 
 
@@ -59,6 +58,8 @@ class ThresholdSuggestion:
 
     def plot(self, ax: Any = None) -> Any:
         """Histogram of the norms (log bins) with a dashed line per suggested threshold; returns the axes."""
+        from . import plots  # matplotlib is loaded when a figure is asked for
+
         if ax is None:
             _, ax = plots.figure(1, 1, width=6.5, height=3.4)
         plots.grad_norm_histogram(ax, self.norms, label=f"||g|| over {self.steps} unclipped steps")

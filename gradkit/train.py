@@ -36,7 +36,7 @@ SCHEDULES = ("None", "cosine", "step:<every_epochs>:<gamma>", "warmup:<steps>", 
 def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sgd", lr: float = 0.01,
         momentum: float = 0.9, weight_decay: float = 0.0, clip: Any = None, schedule: str | None = None,
         amp: bool = False, batch_size: int = 128, seed: int = 0, device: str | torch.device = "auto",
-        progress: bool = True, monitor_every: int = 0, augment: bool = True, max_steps: int | None = None,
+        progress: bool | Callable[..., Any] = True, monitor_every: int = 0, augment: bool = True, max_steps: int | None = None,
         model_kw: dict[str, Any] | None = None, constraint: str | Callable[[nn.Module], Any] | None = None) -> History:
     """Train ``model`` on ``data`` (a :class:`gradkit.data.Dataset`) and return its :class:`History`.
 
@@ -60,7 +60,8 @@ def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sg
     scaling on CUDA. ``monitor_every=k > 0`` records per-layer gradient norms and update/weight
     ratios every k steps. ``max_steps`` stops early (the epoch is still evaluated).
     A loss that becomes NaN or inf stops the run (see :class:`History`); it never raises.
-    Progress bars are off when ``progress=False`` or in headless runs (reports, CI).
+    Progress bars are off when ``progress=False`` or in headless runs (reports, CI); a callable
+    ``progress(total=, desc=)`` makes the bar instead (an object with tqdm's ``update``, ``set_postfix``, ``close``).
 
     >>> from gradkit.data import synthetic
     >>> h = fit("seed_cnn", synthetic(n=256, n_test=128), lr=1e6, clip=None, model_kw={"width": 0.25},
