@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Sequence
 
+import ipywidgets as ipw
 import numpy as np
 
 from gradkit import plots, widgets
@@ -103,8 +104,8 @@ def test_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Callable[
 
 def run_view(runs: Sequence[Run], *, target: float, examples: Sequence[str] = ()) -> widgets.LiveView:
     """A slider over shipped runs: pick a clipping method and a threshold; the view shows every seed's
-    gradient norms (left) and test loss (right) for the stored setting nearest to that threshold
-    (on a log scale). ``data``: ``spec``, ``solved``, ``seeds``, ``clip_share``. ``examples``: the
+    gradient norms (left) and test loss (right) for the stored setting of that method nearest to
+    that threshold (on a log scale); the slider stops at the stored thresholds. ``data``: ``spec``, ``solved``, ``seeds``, ``clip_share``. ``examples``: the
     specs the static fallback draws.
 
     >>> r = [Run({"clip": "none", "seed": 0}, norm_before=[1.0], clipped=[False], test_steps=[0], test_loss=[0.1])]
@@ -146,9 +147,8 @@ def run_view(runs: Sequence[Run], *, target: float, examples: Sequence[str] = ()
         axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds", fontsize=9)
 
     first = clipper(examples[0]) if examples else clipper(specs[0])
-    lo, hi = thresholds[0], max(thresholds[-1], 10 * thresholds[0])  # a slider needs a range even for one threshold
-    controls = {"method": widgets._dropdown("method", first.method, list(grid)),
-                "c": widgets._log_slider("threshold c", first.threshold or lo, lo, hi, continuous=False)}
+    controls = {"method": ipw.Dropdown(value=first.method, options=list(grid), description="method"),
+                "c": widgets.stop_slider("threshold c", first.threshold or thresholds[0], thresholds, continuous=False)}
     shown = [{"method": clipper(s).method, "c": clipper(s).threshold or thresholds[0]} for s in examples]
     return widgets.LiveView(controls, compute, draw, panels=2, examples=shown, panel_size=(4.8, 3.3))
 
