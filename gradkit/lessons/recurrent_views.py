@@ -87,7 +87,7 @@ def hidden_grad_curves(ax: Any, curves: Mapping[str, np.ndarray], colors: Mappin
     return ax
 
 
-def test_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Callable[[Run], str] | None = None) -> Any:
+def held_out_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Callable[[Run], str] | None = None) -> Any:
     """Test loss against step for each run (log axis), one colour per seed, the success target dotted."""
     for i, run in enumerate(runs):
         text = label(run) if label else f"seed {run.config.get('seed')}"
@@ -143,7 +143,7 @@ def run_view(runs: Sequence[Run], *, target: float, examples: Sequence[str] = ()
         axes[0].set_ylabel("||g|| before clipping (log)")
         share = "" if spec == "none" else f", {100 * data['clip_share']:.1f}% of steps clipped (median)"
         axes[0].set_title(f"{plots.spec_label(spec)}{share}", fontsize=9)
-        test_curves(axes[1], group, target=target)
+        held_out_curves(axes[1], group, target=target)
         axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds", fontsize=9)
 
     first = clipper(examples[0]) if examples else clipper(specs[0])
