@@ -413,7 +413,7 @@ def cliff_probe(net: RecurrentNet, x: Tensor, y: Tensor, task: Task, *, reach: f
     >>> x, y = adding_problem(8, 6, torch.Generator().manual_seed(0))
     >>> p = cliff_probe(net, x, y, AddingTask(6), reach=0.1, points=5)
     >>> start = float(AddingTask(6).loss(net(x)[None], y[None]).detach())
-    >>> p["distance"].round(3).tolist()[:2], abs(float(p["loss"][0]) - start) < 1e-6
+    >>> [round(float(d), 3) for d in p["distance"][:2]], abs(float(p["loss"][0]) - start) < 1e-6
     ([0.0, 0.025], True)
     """
     if not reach > 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Sequence
 
+import ipywidgets as ipw
 import numpy as np
 
 from gradkit import plots, widgets
@@ -86,7 +87,7 @@ def hidden_grad_curves(ax: Any, curves: Mapping[str, np.ndarray], colors: Mappin
     return ax
 
 
-def test_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Callable[[Run], str] | None = None) -> Any:
+def held_out_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Callable[[Run], str] | None = None) -> Any:
     """Test loss against step for each run (log axis), one colour per seed, the success target dotted."""
     for i, run in enumerate(runs):
         text = label(run) if label else f"seed {run.config.get('seed')}"
@@ -103,8 +104,8 @@ def test_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Callable[
 
 def run_view(runs: Sequence[Run], *, target: float, examples: Sequence[str] = ()) -> widgets.LiveView:
     """A slider over shipped runs: pick a clipping method and a threshold; the view shows every seed's
-    gradient norms (left) and test loss (right) for the stored setting nearest to that threshold
-    (on a log scale). ``data``: ``spec``, ``solved``, ``seeds``, ``clip_share``. ``examples``: the
+    gradient norms (left) and test loss (right) for the stored setting of that method nearest to
+    that threshold (on a log scale); the slider stops at the stored thresholds. ``data``: ``spec``, ``solved``, ``seeds``, ``clip_share``. ``examples``: the
     specs the static fallback draws.
 
     >>> r = [Run({"clip": "none", "seed": 0}, norm_before=[1.0], clipped=[False], test_steps=[0], test_loss=[0.1])]
@@ -142,13 +143,12 @@ def run_view(runs: Sequence[Run], *, target: float, examples: Sequence[str] = ()
         axes[0].set_ylabel("||g|| before clipping (log)")
         share = "" if spec == "none" else f", {100 * data['clip_share']:.1f}% of steps clipped (median)"
         axes[0].set_title(f"{plots.spec_label(spec)}{share}", fontsize=9)
-        test_curves(axes[1], group, target=target)
+        held_out_curves(axes[1], group, target=target)
         axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds", fontsize=9)
 
     first = clipper(examples[0]) if examples else clipper(specs[0])
-    lo, hi = thresholds[0], max(thresholds[-1], 10 * thresholds[0])  # a slider needs a range even for one threshold
-    controls = {"method": widgets._dropdown("method", first.method, list(grid)),
-                "c": widgets._log_slider("threshold c", first.threshold or lo, lo, hi, continuous=False)}
+    controls = {"method": ipw.Dropdown(value=first.method, options=list(grid), description="method"),
+                "c": widgets.stop_slider("threshold c", first.threshold or thresholds[0], thresholds, continuous=False)}
     shown = [{"method": clipper(s).method, "c": clipper(s).threshold or thresholds[0]} for s in examples]
     return widgets.LiveView(controls, compute, draw, panels=2, examples=shown, panel_size=(4.8, 3.3))
 
