@@ -109,11 +109,14 @@ def run_all(page, timeout: float = RUN_ALL_S) -> float:
     page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea-output').length === 0")
     started = time.monotonic()
     _menu(page, "Run", "Run All Cells")
+    # Run All marks every code cell "[*]" at once; stale counts from the stored lesson must not pass for done.
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))"
+                           ".some(e => e.textContent.includes('*'))")
     deadline, stalled = started + timeout, 0
     while time.monotonic() < deadline:
         prompts = _prompts(page)
         counted = [bool(re.fullmatch(r"\[\d+\]:", p)) for p in prompts]
-        if prompts and all(counted):
+        if prompts and all(counted) and _kernel_status(page) == "idle":
             _wait_idle(page, 120)
             return time.monotonic() - started
         idle = _kernel_status(page) == "idle"
