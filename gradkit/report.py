@@ -413,25 +413,23 @@ def _user_cells(nb: Any) -> list[Any]:
     return [c for c in nb.cells if not _ADDED_TAGS & set(c.metadata.get("tags", []))]
 
 
-def _locate(nb: Any, status: str) -> tuple[int | None, int | None, str]:
-    """``(index in the saved notebook, execution count, detail)`` of the cell where a run stopped."""
+def _locate(nb: Any) -> tuple[int | None, int | None, str]:
+    """``(index in the saved notebook, execution count, detail)`` of the cell where a run stopped: the
+    first cell with an error, else (a timeout, Ctrl-C) the last cell that started."""
     cells = _user_cells(nb)
-    if status == "failed":
-        for index, cell in enumerate(cells):
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "error" and not (output.get("ename") == "SystemExit"
-                                                                 and output.get("evalue") in ("", "0")):
-                    first = cell.source.strip().splitlines()[:1]
-                    where = f" in `{first[0]}`" if first else ""
-                    evalue = output.get("evalue", "")
-                    evalue = evalue if len(evalue) <= 300 else evalue[:297] + "..."
-                    return index, cell.get("execution_count"), f"{output.get('ename')}: {evalue}{where}"
-        return None, None, ""
+    for index, cell in enumerate(cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and not (output.get("ename") == "SystemExit"
+                                                             and output.get("evalue") in ("", "0")):
+                first = cell.source.strip().splitlines()[:1]
+                where = f" in `{first[0]}`" if first else ""
+                evalue = output.get("evalue", "")
+                evalue = evalue if len(evalue) <= 300 else evalue[:297] + "..."
+                return index, cell.get("execution_count"), f"{output.get('ename')}: {evalue}{where}"
     started = [i for i, c in enumerate(cells) if c.metadata.get("papermill", {}).get("start_time")]
     if not started:
         return None, None, ""
-    index = started[-1]
-    return index, cells[index].get("execution_count"), ""
+    return started[-1], cells[started[-1]].get("execution_count"), ""
 
 
 def _finish(entry: ReportEntry, executed: Path, status: str, detail: str, seconds: float) -> ReportEntry:
@@ -444,7 +442,7 @@ def _finish(entry: ReportEntry, executed: Path, status: str, detail: str, second
         entry.summary = summarize(entry.notebook, None)
         return entry
     nb = _read(executed)
-    cell, count, found = _locate(nb, status) if status != "ok" else (None, None, "")
+    cell, count, found = _locate(nb) if status != "ok" else (None, None, "")
     entry.outcome = Outcome(status, cell, count, detail or found)
     entry.records = records(nb)
     nb.metadata["gradkit"] = {
@@ -493,8 +491,9 @@ def run_notebook(notebook: Path, out: Path, parameters: dict[str, Any], profile:
                 kernel_name="python3", progress_bar=False, execution_timeout=timeout,
             )
         status = "ok"
-    except PapermillExecutionError:
-        status = "failed"
+    except PapermillExecutionError as err:
+        # A Ctrl-C at a terminal reaches the kernel too: its cell then fails with KeyboardInterrupt.
+        status = "interrupted" if err.ename == "KeyboardInterrupt" else "failed"
     except CellTimeoutError:
         status, detail = "timed out", f"still running after {timeout} s (--timeout {timeout})"
     except DeadKernelError:
