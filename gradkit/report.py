@@ -96,7 +96,8 @@ def _scalar(value: Any) -> Any:
         return value
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy and torch scalars
         return value.item()
-    raise ValueError(f"value must be a number, text, a bool or None (or a list of them), got {type(value).__name__}: {value!r}")
+    raise ValueError("value must be a number, text, a bool or None (or a list of them), "
+                     f"got {type(value).__name__}: {value!r}")
 
 
 def _plain(value: Any) -> Any:
@@ -224,7 +225,7 @@ def accepted_values() -> dict[str, tuple[Any, ...]]:
 
 
 def check_value(notebook: Path, name: str, value: Any, default: Any) -> None:
-    """Raise ``ValueError`` when ``value`` cannot be the parameter's: not an accepted value, or not the default's kind."""
+    """Raise ``ValueError`` when ``value`` is not an accepted value, or not of the kind of the notebook's default."""
     choices = accepted_values().get(name)
     if choices is not None and value not in choices:
         raise ValueError(f"{notebook.name}: {name}={value!r} is not accepted; valid values: "
@@ -237,7 +238,8 @@ def check_value(notebook: Path, name: str, value: Any, default: Any) -> None:
         if isinstance(default, kind):
             number = kind == (int, float)
             if not isinstance(value, kind) or (number and isinstance(value, bool)):
-                raise ValueError(f"{notebook.name}: {name}={value!r} is not {words} (the notebook's default is {default!r})")
+                raise ValueError(f"{notebook.name}: {name}={value!r} is not {words} "
+                                 f"(the notebook's default is {default!r})")
             return
 
 
@@ -554,8 +556,8 @@ def run_report(
             write_index(entries, out, env)
             entries[i] = run_notebook(planned.notebook, out, parameters, profile, timeout, planned.name, planned.grid)
             entry = entries[i]
-            print(f"{entry.name}: {entry.outcome.text} ({entry.seconds:.1f} s) -> {entry.html or entry.executed or '-'}",
-                  flush=True)
+            where = entry.html or entry.executed or "-"
+            print(f"{entry.name}: {entry.outcome.text} ({entry.seconds:.1f} s) -> {where}", flush=True)
             if entry.outcome.status == "interrupted":
                 raise KeyboardInterrupt
     except KeyboardInterrupt:

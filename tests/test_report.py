@@ -20,7 +20,8 @@ from gradkit.__main__ import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_notebook(path: Path, *bodies: str, tagged: int | None = None, params: str = "profile = None\nscale = 2.0") -> Path:
+def make_notebook(path: Path, *bodies: str, tagged: int | None = None,
+                  params: str = "profile = None\nscale = 2.0") -> Path:
     """A tiny notebook: a title with one learning goal, a parameters cell, then one code cell per body.
 
     ``tagged`` is the index (among ``bodies``) of the cell tagged as the main figure.
@@ -31,7 +32,8 @@ def make_notebook(path: Path, *bodies: str, tagged: int | None = None, params: s
     code = [nbformat.v4.new_code_cell(body) for body in bodies]
     if tagged is not None:
         code[tagged].metadata["tags"] = [report.MAIN_FIGURE_TAG]
-    title = nbformat.v4.new_markdown_cell("# 01 · Tiny\n\n**Learning goals**\n- draw a line\n  of slope `scale`;\n- more")
+    title = nbformat.v4.new_markdown_cell("# 01 · Tiny\n\n**Learning goals**\n- draw a line\n"
+                                          "  of slope `scale`;\n- more")
     nb.cells = [title, cell, *code]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
@@ -203,7 +205,8 @@ def test_grid_runs_each_combination_and_tabulates_its_records(tmp_path):
                        params="profile = None\nscale = 2.0\nmethod = 'norm'")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "gradkit", "report", str(nb), "--out", str(out), "--profile", "smoke",
-                           "--grid", "scale=1,3", "--grid", "method=value"], capture_output=True, text=True, timeout=1200)
+                           "--grid", "scale=1,3", "--grid", "method=value"],
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     names = ["01_tiny__scale=1__method=value", "01_tiny__scale=3__method=value"]
     assert sorted(p.name for p in out.glob("*.html")) == sorted([f"{n}.html" for n in names] + ["index.html"])
