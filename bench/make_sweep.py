@@ -1,23 +1,32 @@
-"""Make the sweep shipped in ``results/`` that lesson 04's threshold explorer scrubs through.
+"""Make the sweep shipped in ``results/`` that lessons 04 and 05 read.
 
-    GRADKIT_DATA=/work/shared/datasets nice -n 10 python bench/make_sweep.py [--jobs 2] [--out results]
+    GRADKIT_DATA=/work/shared/datasets python bench/make_sweep.py [--jobs 2] [--out results]
 
-Three settings on real CIFAR-10 (the same class-balanced subset for all), each trained without
-clipping and with three clipping methods at ten thresholds, for two seeds:
+Real CIFAR-10, one class-balanced subset for every SeedCNN run: 10,000 training images, 1,000
+validation images held out of the training set (:func:`gradkit.data.cifar10`'s ``val``) and 2,000
+test images. Every SeedCNN run: ``SeedCNN(width=0.25)``, SGD with momentum 0.9, batch 128 (79 steps
+an epoch), 10 epochs, a cosine learning-rate schedule, random crops and flips, per-layer statistics
+every 10 steps. Settings are chosen on validation accuracy; test accuracy is reported for the
+chosen ones.
 
-- A: SeedCNN(width=0.25), SGD lr 0.01 (a tutorial learning rate), 2 epochs;
-- B: SeedCNN(width=0.25), SGD lr 0.2 (high: without clipping the run collapses to chance), 2 epochs;
-- C: PlainCNN(depth=20, width=8, init="kaiming"), no batch norm, SGD lr 0.2 (a deep plain net at a
-  learning rate where, without clipping, it does not learn), 5 epochs.
+- Grid (lesson 04's heat-map): learning rates :data:`GRID_LRS` x norm-clipping thresholds
+  :data:`GRID_NORMS`, plus no clipping at each rate; seed 0.
+- Setting A (lr 0.05, the rate where SeedCNN learns best) and setting B (lr 0.2, high: without
+  clipping the run collapses): the grid's norm thresholds again for seed 1, and value clipping and
+  AGC at :data:`VALUE_CS` / :data:`AGC_LAMBDAS` for seeds 0 and 1.
+- Setting C: ``PlainCNN(depth=20, width=8, init="kaiming")`` without batch norm at lr 0.2 (a deep
+  plain net that loses its units after a huge step), 5,000 training images, 6 epochs, constant rate:
+  no clipping, norm clipping and AGC, seeds 0 and 1.
+- Matched learning rate: for every clipped run of settings A and B, an unclipped run at
+  ``lr_eff = lr * mean_t(||g_t||_after / ||g_t||_before)`` (the mean factor the clipped run scaled
+  its gradients by), rounded to 3 significant digits, same schedule and seed. Where the clipped run
+  scaled by more than 0.95 on average the matched run would be the unclipped one and is skipped.
+  ``matched.json`` maps each clipped run's id to its matched run's id.
 
-The sizes are what a 2-core CPU shared with other jobs trains in about half an hour; on a GPU,
-raise ``subset``, ``test_subset`` and ``epochs``.
-
-Runs go through :func:`gradkit.train.sweep`, so each is one JSON named by its config hash and a
-run already on disk is not trained again: an interrupted sweep resumes where it stopped.
-``--jobs N`` trains in N processes of one thread each (on a shared 2-core CPU two one-thread
-processes beat one two-thread process), then one pass rewrites ``summary.csv`` over every run.
-Floats in the JSON files are rounded to 5 significant digits to keep the folder small.
+Runs go through :func:`gradkit.runs.sweep` (one JSON per run named by its config hash): an
+interrupted sweep resumes where it stopped. ``--jobs N`` trains in N processes of one thread each.
+Runs are ordered so that the most important finish first: settings A and B for seed 0, then the
+rest of the grid, then seed 1, then setting C, then the matched runs.
 """
 
 from __future__ import annotations
@@ -30,29 +39,63 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gradkit.sweeps import THRESHOLD_RANGES, sweep_configs
-
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = (0, 1)
-# batch 64 on 1,920 images: 30 steps an epoch; per-layer stats every 4 steps for the update-ratio view.
-DATA = {"subset": 1920, "test_subset": 1000, "data_seed": 0}
-COMMON = {"optimizer": "sgd", "batch_size": 64, "monitor_every": 4, **DATA}
-SETTINGS: dict[str, dict[str, Any]] = {
-    "A": {"model": "seed_cnn", "model_kw": {"width": 0.25}, "lr": 0.01, "epochs": 2},
-    "B": {"model": "seed_cnn", "model_kw": {"width": 0.25}, "lr": 0.2, "epochs": 2},
-    "C": {"model": "plain_cnn", "model_kw": {"depth": 20, "width": 8, "init": "kaiming"}, "lr": 0.2, "epochs": 5},
-}
+GRID_LRS = (0.01, 0.05, 0.2, 0.5)
+GRID_NORMS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+VALUE_CS = (0.001, 0.01)
+AGC_LAMBDAS = (0.01, 0.1)
+LR_A, LR_B = 0.05, 0.2
+SEED_DATA = {"subset": 10000, "test_subset": 2000, "val": 1000, "data_seed": 0}
+SEED_CNN = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "optimizer": "sgd", "batch_size": 128, "epochs": 10,
+            "schedule": "cosine", "monitor_every": 10, "device": "cpu", **SEED_DATA}
+PLAIN = {"model": "plain_cnn", "model_kw": {"depth": 20, "width": 8, "init": "kaiming"}, "optimizer": "sgd",
+         "batch_size": 128, "epochs": 6, "lr": 0.2, "monitor_every": 10, "device": "cpu",
+         "subset": 5000, "test_subset": 2000, "val": 500, "data_seed": 0}
+PLAIN_CLIPS = ("none", "norm:0.1", "norm:1", "agc:0.01", "agc:0.1")
+MATCH_SKIP = 0.95
 
 
-def configs() -> list[dict[str, Any]]:
-    """Every run of the sweep: per setting and seed, no clipping, then each method's ten thresholds
-    (:data:`gradkit.sweeps.THRESHOLD_RANGES`).
+def _seed_cnn(lr: float, clip: str, seed: int) -> dict[str, Any]:
+    return {**SEED_CNN, "lr": lr, "clip": clip, "seed": seed}
 
-    >>> len(configs())  # 3 settings x 2 seeds x (1 + 3 methods x 10 thresholds)
-    186
+
+def primary_configs() -> list[dict[str, Any]]:
+    """Every run but the matched ones, most important first.
+
+    >>> cfgs = primary_configs()
+    >>> len(cfgs), len({json.dumps(c, sort_keys=True) for c in cfgs})
+    (68, 68)
     """
-    return [c for setting in SETTINGS.values()
-            for c in sweep_configs({**COMMON, **setting}, THRESHOLD_RANGES, SEEDS)]
+    norms = ["none"] + [f"norm:{c:g}" for c in GRID_NORMS]
+    others = [f"value:{c:g}" for c in VALUE_CS] + [f"agc:{c:g}" for c in AGC_LAMBDAS]
+    out = [_seed_cnn(lr, clip, 0) for lr in (LR_A, LR_B) for clip in norms]
+    out += [_seed_cnn(lr, clip, 0) for lr in GRID_LRS if lr not in (LR_A, LR_B) for clip in norms]
+    out += [_seed_cnn(lr, clip, 0) for lr in (LR_A, LR_B) for clip in others]
+    out += [_seed_cnn(lr, clip, 1) for lr in (LR_A, LR_B) for clip in norms + others]
+    out += [{**PLAIN, "clip": clip, "seed": seed} for seed in (0, 1) for clip in PLAIN_CLIPS]
+    return out
+
+
+def matched_configs(runs: list[Any]) -> dict[str, dict[str, Any]]:
+    """``{clipped run id: config of its matched-learning-rate run}`` for settings A and B.
+
+    The matched rate is ``lr * mean(after / before)`` over the clipped run's steps (a run that
+    diverged is matched over the steps it took).
+    """
+    out = {}
+    for h in runs:
+        c = h.config
+        if c.get("model") != "seed_cnn" or c.get("clip") == "none" or c.get("lr") not in (LR_A, LR_B):
+            continue
+        scales = [a / b for a, b in zip(h.grad_norm_after, h.grad_norm_before) if b > 0 and math.isfinite(a / b)]
+        if not scales:
+            continue
+        scale = sum(scales) / len(scales)
+        if scale > MATCH_SKIP:
+            continue
+        lr_eff = float(f"{c['lr'] * scale:.3g}")
+        out[c["run_id"]] = _seed_cnn(lr_eff, "none", c["seed"])
+    return out
 
 
 def round_floats(value: Any, digits: int = 5) -> Any:
@@ -77,15 +120,24 @@ def compact(results_dir: Path) -> int:
     return sum(p.stat().st_size for p in results_dir.iterdir())
 
 
-def _work(args: tuple[list[dict[str, Any]], str]) -> int:
+def _sweep():
+    from gradkit.runs import sweep
+
+    return sweep
+
+
+def _work(args: tuple[dict[str, Any], str]) -> str:
     import torch
 
-    from gradkit.train import sweep
-
-    part, out = args
+    cfg, out = args
     torch.set_num_threads(1)
-    sweep(configs=part, results_dir=out, progress=False)
-    return len(part)
+    return _sweep()(configs=[cfg], results_dir=out, progress=False)[0].config["run_id"]
+
+
+def _run_all(todo: list[dict[str, Any]], out: Path, jobs: int) -> None:
+    with mp.get_context("spawn").Pool(jobs) as pool:
+        for i, run_id in enumerate(pool.imap(_work, [(c, str(out)) for c in todo]), 1):
+            print(f"{time.strftime('%H:%M:%S')} {i}/{len(todo)} run-{run_id}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,18 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
-    todo = configs()
-    # Dealt alternately, so the processes get the same mix of settings and finish together.
-    parts = [todo[i::args.jobs] for i in range(args.jobs)]
+    sweep = _sweep()
     start = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        pool.map(_work, [(p, str(args.out)) for p in parts])
-    trained = time.perf_counter() - start
+    primary = primary_configs()
+    _run_all(primary, args.out, args.jobs)
+    matched = matched_configs(sweep(configs=primary, results_dir=args.out, progress=False))
+    _run_all(list(matched.values()), args.out, args.jobs)
+    runs = sweep(configs=primary + list(matched.values()), results_dir=args.out, progress=False)
+    ids = {json.dumps(h.config.get("lr")) + str(h.config.get("seed")): h.config["run_id"]
+           for h in runs if h.config.get("clip") == "none" and h.config.get("model") == "seed_cnn"}
+    links = {clipped: ids[json.dumps(cfg["lr"]) + str(cfg["seed"])] for clipped, cfg in matched.items()}
+    (args.out / "matched.json").write_text(json.dumps(links, indent=1, sort_keys=True) + "\n")
+    wall = time.perf_counter() - start
     size = compact(args.out)
-    from gradkit.train import sweep
-
-    runs = sweep(configs=todo, results_dir=args.out, progress=False)
-    print(f"{len(runs)} runs in {args.out} ({size / 1e6:.2f} MB), {trained / 60:.1f} min wall for this call; "
+    sweep(configs=primary + list(matched.values()), results_dir=args.out, progress=False)  # summary.csv
+    print(f"{len(runs)} runs in {args.out} ({size / 1e6:.2f} MB), {wall / 60:.1f} min wall for this call; "
           f"{sum(h.seconds for h in runs) / 60:.1f} min of training in total over the runs")
     return 0
 

@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .checks import check_int
 from .runtime import resolve_device
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -47,6 +48,8 @@ TORCHVISION_DIR = "cifar-10-batches-py"
 TORCHVISION_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 SPLITS = ("train", "test")
 CACHE_VERSION = 1
+# The validation split is drawn with its own fixed seed, so runs of every seed validate on the same images.
+VAL_SEED = 12345
 LAYOUTS = (
     f"  - {TORCHVISION_DIR}/ (torchvision's download of the original),\n"
     "  - image folders train/<class>/*.png|jpg and test/<class>/*.png|jpg, in the root or one folder down,\n"
@@ -71,12 +74,20 @@ class Dataset:
     synthetic: bool
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    val_x: Tensor | None = None  # held out from the training images: choose settings on it, not on test
+    val_y: Tensor | None = None
 
     def __repr__(self) -> str:
+        val = f", val {tuple(self.val_x.shape)}" if self.val_x is not None else ""
         return (
-            f"Dataset({self.name!r}: train {tuple(self.train_x.shape)}, test {tuple(self.test_x.shape)}, "
+            f"Dataset({self.name!r}: train {tuple(self.train_x.shape)}{val}, test {tuple(self.test_x.shape)}, "
             f"{len(self.classes)} classes, {self.train_x.device})"
         )
+
+    @property
+    def n_val(self) -> int:
+        """Number of validation images (0 when the set has no validation split)."""
+        return 0 if self.val_y is None else int(self.val_y.numel())
 
     def to(self, device: str | torch.device) -> Dataset:
         """The same data with its tensors on ``device`` (``"auto"``: CUDA when present)."""
@@ -84,13 +95,9 @@ class Dataset:
         return replace(
             self, train_x=self.train_x.to(dev), train_y=self.train_y.to(dev),
             test_x=self.test_x.to(dev), test_y=self.test_y.to(dev),
+            val_x=None if self.val_x is None else self.val_x.to(dev),
+            val_y=None if self.val_y is None else self.val_y.to(dev),
         )
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _mean_std(x: Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -107,22 +114,26 @@ def _mean_std(x: Tensor) -> tuple[tuple[float, float, float], tuple[float, float
     return tuple((mean / 255).tolist()), tuple((std / 255).tolist())  # type: ignore[return-value]
 
 
-def synthetic(n: int = 512, n_test: int = 256, seed: int = 0, device: str | torch.device = "cpu") -> Dataset:
+def synthetic(n: int = 512, n_test: int = 256, seed: int = 0, device: str | torch.device = "cpu",
+              n_val: int = 0) -> Dataset:
     """A generated 10-class set of 32x32 RGB uint8 images with learnable structure, for tests only.
 
     Class ``c`` draws stripes at angle ``c * 18`` degrees with a random phase, tinted with the
     class colour, on a random brightness, plus Gaussian noise:
     ``x = clip(128 + b + 40 * colour_c + 50 * colour_c * sin(2 pi / 8 * (u cos a_c + v sin a_c) + phase) + noise)``
     with ``b ~ U(-30, 30)`` and ``noise ~ N(0, 25^2)`` per pixel. Labels are balanced. Anything
-    trained on it is labelled ``"synthetic (not CIFAR-10)"``.
+    trained on it is labelled ``"synthetic (not CIFAR-10)"``. ``n_val > 0`` adds a validation
+    split of that many images drawn like the training ones (after them, so the training images
+    do not depend on ``n_val``).
 
-    >>> d = synthetic(n=10, n_test=10, seed=1)
-    >>> sorted(d.train_y.tolist()) == list(range(10)), d.synthetic
-    (True, True)
+    >>> d = synthetic(n=10, n_test=10, seed=1, n_val=20)
+    >>> sorted(d.train_y.tolist()) == list(range(10)), d.synthetic, d.n_val
+    (True, True, 20)
     """
-    _check_int("n", n, 1)
-    _check_int("n_test", n_test, 1)
-    _check_int("seed", seed, 0)
+    check_int("n", n, 1)
+    check_int("n_test", n_test, 1)
+    check_int("n_val", n_val, 0)
+    check_int("seed", seed, 0)
     g = torch.Generator().manual_seed(seed)
     # Fixed colours (not seeded) so train and test of any seed share the class structure.
     palette = torch.tensor(
@@ -144,13 +155,13 @@ def synthetic(n: int = 512, n_test: int = 256, seed: int = 0, device: str | torc
 
     train_x, train_y = make(n)
     test_x, test_y = make(n_test)
+    val_x, val_y = make(n_val) if n_val else (None, None)
     mean, std = _mean_std(train_x)
-    dev = resolve_device(device)
     return Dataset(
-        train_x.to(dev), train_y.to(dev), test_x.to(dev), test_y.to(dev),
+        train_x, train_y, test_x, test_y,
         classes=[f"stripes {18 * c} deg" for c in range(10)], name="synthetic (not CIFAR-10)",
-        synthetic=True, mean=mean, std=std,
-    )
+        synthetic=True, mean=mean, std=std, val_x=val_x, val_y=val_y,
+    ).to(device)
 
 
 # ---- finding the data ---------------------------------------------------------------------
@@ -440,6 +451,7 @@ def cifar10(
     subset: int | None = None,
     seed: int = 0,
     test_subset: int | None = None,
+    val: int | None = None,
 ) -> Dataset:
     """CIFAR-10 as uint8 tensors: train 50,000 and test 10,000 images (3, 32, 32), labels 0-9.
 
@@ -448,17 +460,25 @@ def cifar10(
     downloads the original into it; if that fails, the error says where to put the data.
     ``subset=n`` keeps ``n`` training images, class-balanced (counts differ by at most one) and
     drawn with ``seed``; ``test_subset=m`` does the same for the test set. ``mean``/``std`` are
-    computed on the training images kept. Tensors end up on ``device`` (``"auto"``: CUDA when
+    computed on the training images kept.
+
+    A validation split (``val_x``, ``val_y``) is held out of the 50,000 training images first,
+    class-balanced and drawn with the fixed seed :data:`VAL_SEED` (so every run of any ``seed``
+    validates on the same images), and ``subset`` is then drawn from the remaining ones, so
+    validation and training images never overlap. ``val=None`` holds out a tenth of the training
+    images used (``default_val_size``: 5,000 of the full set, ``subset // 10`` for a subset);
+    ``val=0`` holds out nothing.
+    Choose settings on validation accuracy and report test accuracy for the chosen one only. Tensors end up on ``device`` (``"auto"``: CUDA when
     present). Measured on a 2-core x86_64 CPU (quiet): the first call decodes the JPEG archive in
     10 s; later calls load the cache in 0.1 s (``docs/models.md``).
 
     >>> data = cifar10(subset=1000, test_subset=500, device="cpu")  # doctest: +SKIP
-    >>> data.train_x.shape, data.train_y.bincount().tolist()        # doctest: +SKIP
-    (torch.Size([1000, 3, 32, 32]), [100, 100, 100, 100, 100, 100, 100, 100, 100, 100])
+    >>> data.train_x.shape, data.train_y.bincount().tolist(), data.n_val  # doctest: +SKIP
+    (torch.Size([1000, 3, 32, 32]), [100, 100, 100, 100, 100, 100, 100, 100, 100, 100], 100)
     """
     if not isinstance(download, bool):
         raise ValueError(f"download must be True or False, got {download!r}")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     data_root, origin = _data_root(root)
     found = _locate(data_root)
     if found is None:
@@ -476,15 +496,36 @@ def cifar10(
     entry = _load_all(*found)
     train_x, train_y, test_x, test_y = entry["train_x"], entry["train_y"], entry["test_x"], entry["test_y"]
     mean, std = tuple(entry["mean"]), tuple(entry["std"])
+    n_val = default_val_size(subset or len(train_y)) if val is None else check_int("val", val, 0)
+    val_x = val_y = None
+    if n_val:
+        if n_val >= len(train_y):
+            raise ValueError(f"val must be an int from 0 to {len(train_y) - 1}, got {val!r}")
+        held = _balanced_indices(train_y, n_val, VAL_SEED, "val", entry["classes"])
+        rest = torch.ones(len(train_y), dtype=torch.bool)
+        rest[held] = False
+        val_x, val_y = train_x[held], train_y[held]
+        train_x, train_y = train_x[rest], train_y[rest]
     if subset is not None:
         keep = _balanced_indices(train_y, subset, seed, "subset", entry["classes"])
         train_x, train_y = train_x[keep], train_y[keep]
+    if subset is not None or n_val:
         mean, std = _mean_std(train_x)
     if test_subset is not None:
         keep = _balanced_indices(test_y, test_subset, seed, "test_subset", entry["classes"])
         test_x, test_y = test_x[keep], test_y[keep]
-    dev = resolve_device(device)
     return Dataset(
-        train_x.to(dev), train_y.to(dev), test_x.to(dev), test_y.to(dev), classes=list(entry["classes"]),
+        train_x, train_y, test_x, test_y, classes=list(entry["classes"]),
         name=entry["name"], synthetic=False, mean=mean, std=std,  # type: ignore[arg-type]
-    )
+        val_x=val_x, val_y=val_y,
+    ).to(device)
+
+
+def default_val_size(n_train: int) -> int:
+    """The validation images :func:`cifar10` holds out when ``val=None`` for ``n_train`` training
+    images: a tenth, ``n_train // 10``.
+
+    >>> default_val_size(50_000), default_val_size(10_000), default_val_size(9)
+    (5000, 1000, 0)
+    """
+    return n_train // 10

@@ -78,7 +78,7 @@ def expected_tensors(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_png_folders_in_the_root_are_read_exactly_with_cifar_labels(tmp_path: Path) -> None:
     root = write_folders(tmp_path / "data", per_class=3)
-    d = cifar10(root=root, device="cpu")
+    d = cifar10(root=root, device="cpu", val=0)
     x, y = expected_tensors(3)
     assert d.train_x.dtype == torch.uint8 and d.train_x.shape == (30, 3, 32, 32)
     assert torch.equal(d.train_x, x) and torch.equal(d.train_y, y)
@@ -89,7 +89,7 @@ def test_png_folders_in_the_root_are_read_exactly_with_cifar_labels(tmp_path: Pa
 
 def test_jpeg_folders_one_level_down_are_named_the_jpeg_copy(tmp_path: Path) -> None:
     write_folders(tmp_path / "data" / "cifar10-jpeg", suffix=".jpg")
-    d = cifar10(root=tmp_path / "data", device="cpu")
+    d = cifar10(root=tmp_path / "data", device="cpu", val=0)
     assert d.name == "CIFAR-10 (JPEG copy)"
     assert d.train_x.shape == (20, 3, 32, 32)
     # JPEG is lossy but a flat colour survives within a few levels.
@@ -100,7 +100,7 @@ def test_jpeg_folders_one_level_down_are_named_the_jpeg_copy(tmp_path: Path) -> 
 @pytest.mark.parametrize("arcname", ["cifar10-jpeg", ""])
 def test_archive_as_root_is_streamed_with_or_without_a_top_folder(tmp_path: Path, arcname: str) -> None:
     archive = write_archive(write_folders(tmp_path / "src"), tmp_path / "c.tar.gz", arcname)
-    d = cifar10(root=archive, device="cpu")
+    d = cifar10(root=archive, device="cpu", val=0)
     x, y = expected_tensors(2)
     assert torch.equal(d.train_x, x) and torch.equal(d.test_y, y) and d.name == "CIFAR-10"
     assert not (tmp_path / "cifar10-jpeg").exists()
@@ -109,11 +109,11 @@ def test_archive_as_root_is_streamed_with_or_without_a_top_folder(tmp_path: Path
 def test_archive_inside_the_root_directory_is_found(tmp_path: Path) -> None:
     write_archive(write_folders(tmp_path / "src", suffix=".jpg"), tmp_path / "data" / "cifar10-jpeg.tar.gz")
     assert find_cifar10(tmp_path / "data") == str(tmp_path / "data" / "cifar10-jpeg.tar.gz")
-    assert cifar10(root=tmp_path / "data", device="cpu").name == "CIFAR-10 (JPEG copy)"
+    assert cifar10(root=tmp_path / "data", device="cpu", val=0).name == "CIFAR-10 (JPEG copy)"
 
 
 def test_torchvision_batches_are_read_in_channel_planes(tmp_path: Path) -> None:
-    d = cifar10(root=write_torchvision(tmp_path / "data"), device="cpu")
+    d = cifar10(root=write_torchvision(tmp_path / "data"), device="cpu", val=0)
     assert d.train_x.shape == (100, 3, 32, 32) and d.test_x.shape == (20, 3, 32, 32)
     row = np.frombuffer(pickle.loads(batch_bytes(0, 20))[b"data"][7].tobytes(), dtype=np.uint8)
     assert d.train_x[7, 1, 2, 5].item() == row[1024 + 2 * 32 + 5]  # green plane, row 2, column 5
@@ -124,9 +124,9 @@ def test_torchvision_batches_are_read_in_channel_planes(tmp_path: Path) -> None:
 def test_torchvisions_own_archive_is_read_too(tmp_path: Path) -> None:
     write_torchvision(tmp_path / "src")
     archive = write_archive(tmp_path / "src", tmp_path / "cifar-10-python.tar.gz", arcname="")
-    d = cifar10(root=archive, device="cpu")
+    d = cifar10(root=archive, device="cpu", val=0)
     assert d.train_x.shape == (100, 3, 32, 32) and d.name == "CIFAR-10"
-    assert torch.equal(d.train_x, cifar10(root=tmp_path / "src", device="cpu").train_x)
+    assert torch.equal(d.train_x, cifar10(root=tmp_path / "src", device="cpu", val=0).train_x)
 
 
 # ---- where the data root comes from -------------------------------------------------------
@@ -139,17 +139,17 @@ def test_root_argument_wins_over_gradkit_data_which_wins_over_the_home_cache(
     write_folders(tmp_path / "env", per_class=2)
     write_folders(tmp_path / "home" / ".cache" / "gradkit", per_class=3)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert len(cifar10(device="cpu").train_y) == 30
+    assert len(cifar10(device="cpu", val=0).train_y) == 30
     monkeypatch.setenv("GRADKIT_DATA", str(tmp_path / "env"))
-    assert len(cifar10(device="cpu").train_y) == 20
+    assert len(cifar10(device="cpu", val=0).train_y) == 20
     assert find_cifar10() == str(tmp_path / "env")
-    assert len(cifar10(root=tmp_path / "arg", device="cpu").train_y) == 10
+    assert len(cifar10(root=tmp_path / "arg", device="cpu", val=0).train_y) == 10
 
 
 def test_nothing_found_without_download_names_the_variable_layouts_and_url(tmp_path: Path) -> None:
     assert find_cifar10(tmp_path) is None
     with pytest.raises(FileNotFoundError) as err:
-        cifar10(root=tmp_path, download=False)
+        cifar10(root=tmp_path, download=False, val=0)
     message = str(err.value)
     for needle in ("GRADKIT_DATA", "cifar-10-batches-py", "train/<class>", ".tar.gz", DOWNLOAD_URL, str(tmp_path)):
         assert needle in message
@@ -161,7 +161,7 @@ def test_failed_download_is_an_error_that_says_what_to_do(tmp_path: Path, monkey
 
     monkeypatch.setattr(gdata, "_download", offline)
     with pytest.raises(FileNotFoundError, match="no network") as err:
-        cifar10(root=tmp_path / "empty")
+        cifar10(root=tmp_path / "empty", val=0)
     assert "GRADKIT_DATA" in str(err.value) and DOWNLOAD_URL in str(err.value)
 
 
@@ -174,7 +174,7 @@ def test_successful_download_goes_into_the_data_root(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(gdata, "_download", fake_download)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    d = cifar10(device="cpu")
+    d = cifar10(device="cpu", val=0)
     assert calls == [tmp_path / "home" / ".cache" / "gradkit"]
     assert d.name == "CIFAR-10" and len(d.train_y) == 100
 
@@ -182,7 +182,7 @@ def test_successful_download_goes_into_the_data_root(tmp_path: Path, monkeypatch
 def test_a_missing_archive_path_is_not_downloaded_into(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gdata, "_download", lambda root: pytest.fail("must not download"))
     with pytest.raises(FileNotFoundError, match="archive"):
-        cifar10(root=tmp_path / "missing.tar.gz")
+        cifar10(root=tmp_path / "missing.tar.gz", val=0)
 
 
 # ---- corrupt and partial data -------------------------------------------------------------
@@ -191,7 +191,7 @@ def test_a_missing_archive_path_is_not_downloaded_into(tmp_path: Path, monkeypat
 def test_missing_class_folder_is_named(tmp_path: Path) -> None:
     root = write_folders(tmp_path / "d", classes=CLASSES[:-1])
     with pytest.raises(ValueError, match="train/truck"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 def test_class_folder_without_images_is_named(tmp_path: Path) -> None:
@@ -199,20 +199,20 @@ def test_class_folder_without_images_is_named(tmp_path: Path) -> None:
     for f in (root / "test" / "cat").iterdir():
         f.unlink()
     with pytest.raises(ValueError, match="test/cat"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 def test_missing_test_split_is_named(tmp_path: Path) -> None:
     root = write_folders(tmp_path / "d", splits=("train",))
     with pytest.raises(ValueError, match="test"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 def test_unknown_class_folder_is_named(tmp_path: Path) -> None:
     root = write_folders(tmp_path / "d")
     write_folders(tmp_path / "d", classes=["unicorn"], splits=("train",))
     with pytest.raises(ValueError, match="unicorn"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 def test_wrong_image_size_names_the_file(tmp_path: Path) -> None:
@@ -220,20 +220,20 @@ def test_wrong_image_size_names_the_file(tmp_path: Path) -> None:
     bad = root / "train" / "dog" / "0001.png"
     Image.fromarray(image_for(5, 1, size=28)).save(bad)
     with pytest.raises(ValueError, match=r"0001\.png.*28x28"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 def test_undecodable_image_names_the_file(tmp_path: Path) -> None:
     root = write_folders(tmp_path / "d")
     (root / "test" / "ship" / "0000.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"ship/0000\.png"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 def test_missing_class_in_an_archive_is_named(tmp_path: Path) -> None:
     archive = write_archive(write_folders(tmp_path / "src", classes=CLASSES[1:]), tmp_path / "a.tar.gz")
     with pytest.raises(ValueError, match=r"a\.tar\.gz.*airplane"):
-        cifar10(root=archive, device="cpu")
+        cifar10(root=archive, device="cpu", val=0)
 
 
 def test_wrong_size_image_in_an_archive_names_the_member(tmp_path: Path) -> None:
@@ -241,7 +241,7 @@ def test_wrong_size_image_in_an_archive_names_the_member(tmp_path: Path) -> None
     Image.fromarray(image_for(2, 0, size=64)).save(src / "test" / "bird" / "0000.png")
     archive = write_archive(src, tmp_path / "a.tar.gz")
     with pytest.raises(ValueError, match=r"cifar10-jpeg/test/bird/0000\.png.*64x64"):
-        cifar10(root=archive, device="cpu")
+        cifar10(root=archive, device="cpu", val=0)
 
 
 def test_truncated_archive_is_named(tmp_path: Path) -> None:
@@ -249,21 +249,21 @@ def test_truncated_archive_is_named(tmp_path: Path) -> None:
     partial = tmp_path / "partial.tar.gz"
     partial.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"partial\.tar\.gz"):
-        cifar10(root=partial, device="cpu")
+        cifar10(root=partial, device="cpu", val=0)
 
 
 def test_missing_torchvision_batch_is_named(tmp_path: Path) -> None:
     root = write_torchvision(tmp_path / "d")
     (root / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(ValueError, match="data_batch_3"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 def test_corrupt_torchvision_batch_is_named(tmp_path: Path) -> None:
     root = write_torchvision(tmp_path / "d")
     (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="test_batch"):
-        cifar10(root=root, device="cpu")
+        cifar10(root=root, device="cpu", val=0)
 
 
 # ---- the cache ----------------------------------------------------------------------------
@@ -273,30 +273,30 @@ def test_second_load_comes_from_one_cache_file_without_decoding(
     tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = write_folders(tmp_path / "d")
-    first = cifar10(root=root, device="cpu")
+    first = cifar10(root=root, device="cpu", val=0)
     files = list(isolated.iterdir())
     assert len(files) == 1 and files[0].suffix == ".pt"  # one file, no temporary left behind
     monkeypatch.setattr(gdata, "_decode_source", lambda kind, path: pytest.fail("decoded again"))
-    second = cifar10(root=root, device="cpu")
+    second = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_y, second.test_y)
     assert (first.name, first.mean, first.std) == (second.name, second.mean, second.std)
 
 
 def test_changed_source_is_decoded_again(tmp_path: Path) -> None:
     archive = write_archive(write_folders(tmp_path / "src", per_class=1), tmp_path / "a.tar.gz")
-    assert len(cifar10(root=archive, device="cpu").train_y) == 10
+    assert len(cifar10(root=archive, device="cpu", val=0).train_y) == 10
     write_archive(write_folders(tmp_path / "src2", per_class=2), archive)
     os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**9))
-    assert len(cifar10(root=archive, device="cpu").train_y) == 20
+    assert len(cifar10(root=archive, device="cpu", val=0).train_y) == 20
 
 
 def test_unreadable_cache_file_is_replaced(tmp_path: Path, isolated: Path) -> None:
     root = write_folders(tmp_path / "d")
-    cifar10(root=root, device="cpu")
+    cifar10(root=root, device="cpu", val=0)
     (cache,) = isolated.iterdir()
     cache.write_bytes(b"half a file")
     with pytest.warns(UserWarning, match="cache"):
-        d = cifar10(root=root, device="cpu")
+        d = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(d.train_x, expected_tensors(2)[0])
     assert torch.load(cache, weights_only=True)["version"] == gdata.CACHE_VERSION
 
@@ -306,13 +306,13 @@ def test_unreadable_cache_file_is_replaced(tmp_path: Path, isolated: Path) -> No
 
 def test_subsets_are_class_balanced_seeded_and_carry_their_own_statistics(tmp_path: Path) -> None:
     root = write_folders(tmp_path / "d", per_class=4)
-    d = cifar10(root=root, device="cpu", subset=25, test_subset=10, seed=3)
+    d = cifar10(root=root, device="cpu", subset=25, test_subset=10, seed=3, val=0)
     counts = d.train_y.bincount(minlength=10)
     assert counts.sum() == 25 and counts.max() - counts.min() <= 1
     assert d.test_y.bincount(minlength=10).tolist() == [1] * 10
-    again = cifar10(root=root, device="cpu", subset=25, test_subset=10, seed=3)
+    again = cifar10(root=root, device="cpu", subset=25, test_subset=10, seed=3, val=0)
     assert torch.equal(d.train_x, again.train_x) and torch.equal(d.test_y, again.test_y)
-    other = cifar10(root=root, device="cpu", subset=25, seed=4)
+    other = cifar10(root=root, device="cpu", subset=25, seed=4, val=0)
     assert not torch.equal(d.train_x, other.train_x)
     f = d.train_x.double() / 255
     assert d.mean == pytest.approx(f.mean(dim=(0, 2, 3)).tolist(), abs=1e-12)
@@ -328,7 +328,7 @@ def test_subsets_are_class_balanced_seeded_and_carry_their_own_statistics(tmp_pa
 def test_bad_arguments_raise_value_errors_naming_them(tmp_path: Path, kw: dict, arg: str) -> None:
     root = write_folders(tmp_path / "d")
     with pytest.raises(ValueError, match=arg):
-        cifar10(root=root, **kw)
+        cifar10(root=root, **kw, val=0)
 
 
 def test_subset_larger_than_a_class_allows_names_the_class(tmp_path: Path) -> None:
@@ -336,11 +336,11 @@ def test_subset_larger_than_a_class_allows_names_the_class(tmp_path: Path) -> No
     for f in list((root / "train" / "frog").iterdir())[1:]:
         f.unlink()
     with pytest.raises(ValueError, match="frog"):
-        cifar10(root=root, subset=19, device="cpu")
+        cifar10(root=root, subset=19, device="cpu", val=0)
 
 
 def test_device_auto_and_to(tmp_path: Path) -> None:
-    d = cifar10(root=write_folders(tmp_path / "d"), device="auto")
+    d = cifar10(root=write_folders(tmp_path / "d"), device="auto", val=0)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert d.train_x.device.type == expected and d.test_y.device.type == expected
     moved = d.to("cpu")
@@ -403,9 +403,25 @@ def test_the_shared_jpeg_copy_has_cifar10s_counts_and_the_measured_means(monkeyp
         monkeypatch.delenv("GRADKIT_CACHE")
     else:
         monkeypatch.setenv("GRADKIT_CACHE", ORIGINAL_CACHE)
-    d = cifar10(root=shared_datasets(), device="cpu")
+    d = cifar10(root=shared_datasets(), device="cpu", val=0)
     assert d.name == "CIFAR-10 (JPEG copy)" and d.classes == list(CLASSES)
     assert d.train_x.shape == (50000, 3, 32, 32) and d.test_x.shape == (10000, 3, 32, 32)
     assert d.train_y.bincount().tolist() == [5000] * 10 and d.test_y.bincount().tolist() == [1000] * 10
     assert d.mean == pytest.approx((0.4913, 0.4821, 0.4465), abs=1e-3)
     assert d.std == pytest.approx((0.2452, 0.2428, 0.2606), abs=1e-3)
+
+
+def test_validation_split_is_balanced_disjoint_seed_independent_and_excluded_from_statistics(tmp_path: Path) -> None:
+    root = write_folders(tmp_path / "d", per_class=4)
+    d = cifar10(root=root, device="cpu", val=10, subset=20, seed=3)
+    assert d.n_val == 10 and d.val_y.bincount(minlength=10).tolist() == [1] * 10
+    assert len(d.train_y) == 20 and d.train_y.bincount(minlength=10).tolist() == [2] * 10
+    flat = lambda x: {bytes(img.numpy().tobytes()) for img in x}  # noqa: E731
+    assert not flat(d.val_x) & flat(d.train_x)
+    other_seed = cifar10(root=root, device="cpu", val=10, subset=20, seed=4)
+    assert torch.equal(other_seed.val_x, d.val_x)
+    f = d.train_x.double() / 255
+    assert d.mean == pytest.approx(f.mean(dim=(0, 2, 3)).tolist(), abs=1e-12)
+    assert cifar10(root=root, device="cpu").n_val == 4  # default: a tenth of the 40 training images
+    with pytest.raises(ValueError, match="val"):
+        cifar10(root=root, device="cpu", val=40)
