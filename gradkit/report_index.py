@@ -207,6 +207,10 @@ def _outcome_html(entry: ReportEntry) -> str:
     return f'<span class="outcome {css}">{_e(entry.outcome.text)}</span>'
 
 
+def _seconds(entry: ReportEntry) -> str:
+    return "–" if entry.outcome.status in ("running", "not run") else f"{entry.seconds:.1f} s"
+
+
 def _value(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
@@ -245,7 +249,7 @@ def _card(entry: ReportEntry) -> str:
     return (
         f'<article class="card" id="{_e(entry.name)}">{figure}<h2>{heading}</h2>'
         f'<p class="goal">{_e(entry.summary.get("goal", ""))}</p>'
-        f"<p>{_outcome_html(entry)} · {entry.seconds:.1f} s</p>{results}"
+        f"<p>{_outcome_html(entry)} · {_seconds(entry)}</p>{results}"
         f'<p class="meta">parameters: <code>{_e(_params_text(entry.parameters))}</code></p>'
         + (f'<p class="meta">ran with: <code>{_e(ran)}</code></p>' if ran else "")
         + f'<p class="meta">{_e(entry.notebook.name)}{" · " if links else ""}{" · ".join(links)}</p></article>'
@@ -272,7 +276,7 @@ def grid_table(entries: list[ReportEntry]) -> str:
             cells += [_e(values.get(n, "–")) for n in recorded]
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells[:len(names)])
                         + "".join(f'<td class="num">{c}</td>' for c in cells[len(names):])
-                        + f"<td>{_outcome_html(e)}</td><td class=\"num\">{e.seconds:.1f} s</td></tr>")
+                        + f"<td>{_outcome_html(e)}</td><td class=\"num\">{_seconds(e)}</td></tr>")
         label = runs[0].summary.get("title") or runs[0].notebook.stem
         tables.append(f"<h2>Grid: {_e(label)}</h2><p class=\"meta\">{len(runs)} runs of {_e(runs[0].notebook.name)}"
                       f"; each row links to its page.</p><div class=\"scroll\"><table><tr>{head}</tr>"
