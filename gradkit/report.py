@@ -364,19 +364,24 @@ def _environment(**values: str) -> Iterator[None]:
 
 
 @contextmanager
-def _stderr_to(path: Path) -> Iterator[None]:
-    # The kernel inherits file descriptor 2: its own log (transport warnings, the traceback of the
-    # KeyboardInterrupt that stops it) goes to a file beside the page instead of burying our message.
+def _output_to(path: Path) -> Iterator[None]:
+    # The kernel inherits file descriptors 1 and 2: its own log (transport warnings, the traceback of
+    # the KeyboardInterrupt that stops it) goes to a file beside the page instead of burying our
+    # messages, and a caller reading our stdout through a pipe never waits on the kernel.
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = [os.dup(1), os.dup(2)]
     with open(path, "wb") as log:
+        os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
     try:
         yield
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _read(path: Path | str) -> Any:
@@ -487,7 +492,7 @@ def run_notebook(notebook: Path, out: Path, parameters: dict[str, Any], profile:
     try:
         # Figures must land in the notebook whatever backend this shell set (MPLBACKEND=Agg shows nothing).
         with _environment(GRADKIT_HEADLESS="1", GRADKIT_PROFILE=profile,
-                          MPLBACKEND="module://matplotlib_inline.backend_inline"), _stderr_to(log):
+                          MPLBACKEND="module://matplotlib_inline.backend_inline"), _output_to(log):
             papermill.execute_notebook(
                 str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
                 kernel_name="python3", progress_bar=False, execution_timeout=timeout,

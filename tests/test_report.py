@@ -187,7 +187,7 @@ def test_records_and_main_figure_reach_the_index_and_a_failed_rerun_leaves_nothi
     assert "failed at cell index 2" in page and "outcome ok" not in page and "7.00" not in page
     assert embedded_images(page) == [] and "no figure from this run" in page
     html = (out / "01_tiny.html").read_text()
-    assert "second version" in html and "planted failure" in html and "twice the scale" not in html
+    assert "second version" in html and "planted failure" in html and "recorded: slope" not in html
     assert json.loads((out / "01_tiny.ipynb").read_text())["metadata"]["gradkit"]["cell"] == 2
 
 
