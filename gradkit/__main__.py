@@ -11,10 +11,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradkit", description="gradkit: gradients and clipping, taught.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check that this machine is ready for the lessons")
-    rep = sub.add_parser("report", help="execute notebooks with papermill into HTML reports")
+    rep = sub.add_parser(
+        "report", help="execute notebooks with papermill into HTML reports with an index",
+        description="Execute notebooks (default: every lesson) into HTML pages and an index.html.",
+        epilog="exit codes: 0 every notebook ran; 1 a cell raised; 2 refused before running (bad notebook, "
+               "parameter or grid); 3 a cell ran past --timeout; 130 interrupted (Ctrl-C). "
+               "Example: python -m gradkit report notebooks/05_sweep_report.ipynb --grid lr=0.01,0.2 "
+               "--grid method=norm,value")
     rep.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: every lesson)")
     rep.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="set a notebook parameter (VALUE read as a Python literal, else as text)")
+    rep.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                     help="run every combination of these values (repeat for more names); one row each "
+                          "in the index's comparison table")
     rep.add_argument("--profile", choices=("smoke", "cpu", "full"), default=None,
                      help="sizes to run with (default: $GRADKIT_PROFILE, else cpu)")
     rep.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports/)")
@@ -43,19 +52,29 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
-    from .report import parse_value, run_report
+    return _report(args)
 
-    params = {name: parse_value(value) for name, value in args.parameter}
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import EXIT_INTERRUPTED, EXIT_REFUSED, exit_code, parse_grid, parse_value, run_report
+
     try:
-        entries = run_report(args.notebooks, params, args.profile, args.out, args.timeout)
+        params = {name: parse_value(value) for name, value in args.parameter}
+        grid = dict(parse_grid(spec) for spec in args.grid)
+        if len(grid) < len(args.grid):
+            raise ValueError("a --grid name is given twice; list all its values in one --grid NAME=V1,V2")
+        entries = run_report(args.notebooks, params, args.profile, args.out, args.timeout, grid)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    failed = [e for e in entries if not e.ok]
-    for e in failed:
-        print(f"error: {e.notebook} failed at cell {e.failed_cell}: {e.error}; partial notebook kept at {e.executed}",
-              file=sys.stderr)
-    return 1 if failed else 0
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print(f"interrupted: the index says which notebooks ran: {args.out / 'index.html'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for e in entries:
+        if not e.ok:
+            kept = f"; partial notebook kept at {e.executed}" if e.executed else ""
+            print(f"error: {e.notebook.name} {e.outcome.text}{kept}", file=sys.stderr)
+    return exit_code(entries)
 
 
 if __name__ == "__main__":
