@@ -677,12 +677,14 @@ def train_test_bars(ax: Any, train_acc: Mapping[str, Sequence[float]], val_acc: 
         return float(v.std(ddof=1)) if v.size > 1 else 0.0
 
     tr_m, va_m = np.array([v.mean() for v in tr]), np.array([v.mean() for v in va])
-    ax.bar(x - 0.2, tr_m, width=0.4, yerr=[sd(v) for v in tr], capsize=3, color="#1f78b4", label="train (clean images)")
-    ax.bar(x + 0.2, va_m, width=0.4, yerr=[sd(v) for v in va], capsize=3, color="#ff7f00", label="validation")
-    for xi, a, b in zip(x, tr_m, va_m):
-        ax.text(xi, max(a, b) + 4, f"gap {a - b:.1f}", ha="center", fontsize=8)
+    tr_s, va_s = np.array([sd(v) for v in tr]), np.array([sd(v) for v in va])
+    ax.bar(x - 0.2, tr_m, width=0.4, yerr=tr_s, capsize=3, color="#1f78b4", label="train (clean images)")
+    ax.bar(x + 0.2, va_m, width=0.4, yerr=va_s, capsize=3, color="#ff7f00", label="validation")
+    tops = np.maximum(tr_m + tr_s, va_m + va_s)
+    for xi, a, b, top in zip(x, tr_m, va_m, tops):
+        ax.text(xi, top + 1.5, f"gap {a - b:.1f}", ha="center", fontsize=8)
     ax.set_xticks(x, labels)
-    ax.set_ylim(0, min(100.0, max(tr_m.max(), va_m.max()) + 25))
+    ax.set_ylim(0, min(110.0, tops.max() + 20))
     ax.set_ylabel("accuracy (%), mean ± sd over seeds")
     ax.legend(loc="upper right", fontsize=8)
     return ax
