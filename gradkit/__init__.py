@@ -8,7 +8,7 @@ The names most lessons need are importable from here:
 - diagnostics (:mod:`gradkit.monitor`): ``GradMonitor``;
 - data and models (:mod:`gradkit.data`, :mod:`gradkit.models`): ``cifar10``, ``synthetic``,
   ``SeedCNN``, ``PlainCNN``, ``ResNet``;
-- training (:mod:`gradkit.train`, :mod:`gradkit.suggest`, :mod:`gradkit.remedies`): ``fit``,
+- training (:mod:`gradkit.train`, :mod:`gradkit.runs`, :mod:`gradkit.suggest`, :mod:`gradkit.remedies`): ``fit``,
   ``sweep``, ``suggest_threshold``, ``constraint("max_norm:3")``.
 
 Figures, widgets, toys, sweeps and reports live in their own modules (``gradkit.plots``,
@@ -37,6 +37,7 @@ from gradkit.clip import (  # noqa: F401
 from gradkit.monitor import GradMonitor, MonitorHistory  # noqa: F401
 from gradkit.data import Dataset, cifar10, synthetic  # noqa: F401
 from gradkit.models import PlainCNN, ResNet, SeedCNN, build_model, count_params, flops_per_image  # noqa: F401
-from gradkit.train import DeviceLoader, History, fit, load_sweep, sweep  # noqa: F401
+from gradkit.train import DeviceLoader, History, fit  # noqa: F401
+from gradkit.runs import load_sweep, sweep  # noqa: F401
 from gradkit.suggest import ThresholdSuggestion, suggest_threshold  # noqa: F401
 from gradkit.remedies import Constraint, clip_weights_, constraint, max_norm_  # noqa: F401

@@ -518,8 +518,7 @@ class Clipper:
 
     @property
     def label(self) -> str:
-        # Imported here so that clipping does not pull in matplotlib.
-        from gradkit.plots import spec_label
+        from gradkit.checks import spec_label
 
         return spec_label(self.spec)
 

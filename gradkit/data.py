@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .checks import check_int
 from .runtime import resolve_device
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -99,12 +100,6 @@ class Dataset:
         )
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _mean_std(x: Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Per-channel mean and population std of uint8 images (N, 3, H, W), in [0, 1] units.
 
@@ -135,10 +130,10 @@ def synthetic(n: int = 512, n_test: int = 256, seed: int = 0, device: str | torc
     >>> sorted(d.train_y.tolist()) == list(range(10)), d.synthetic, d.n_val
     (True, True, 20)
     """
-    _check_int("n", n, 1)
-    _check_int("n_test", n_test, 1)
-    _check_int("n_val", n_val, 0)
-    _check_int("seed", seed, 0)
+    check_int("n", n, 1)
+    check_int("n_test", n_test, 1)
+    check_int("n_val", n_val, 0)
+    check_int("seed", seed, 0)
     g = torch.Generator().manual_seed(seed)
     # Fixed colours (not seeded) so train and test of any seed share the class structure.
     palette = torch.tensor(
@@ -483,7 +478,7 @@ def cifar10(
     """
     if not isinstance(download, bool):
         raise ValueError(f"download must be True or False, got {download!r}")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     data_root, origin = _data_root(root)
     found = _locate(data_root)
     if found is None:
@@ -501,7 +496,7 @@ def cifar10(
     entry = _load_all(*found)
     train_x, train_y, test_x, test_y = entry["train_x"], entry["train_y"], entry["test_x"], entry["test_y"]
     mean, std = tuple(entry["mean"]), tuple(entry["std"])
-    n_val = default_val_size(subset or len(train_y)) if val is None else _check_int("val", val, 0)
+    n_val = default_val_size(subset or len(train_y)) if val is None else check_int("val", val, 0)
     val_x = val_y = None
     if n_val:
         if n_val >= len(train_y):

@@ -1,6 +1,6 @@
 """The threshold explorer of lesson 04: move a threshold slider, see what clipping did to training.
 
-A sweep (:func:`gradkit.train.sweep`) trains a *setting* (model, optimizer, learning rate, epochs,
+A sweep (:func:`gradkit.runs.sweep`) trains a *setting* (model, optimizer, learning rate, epochs,
 data) once without clipping and once per clipping method and threshold, for a few seeds. The
 explorer indexes those runs and shows, for the selected setting, method and threshold, six views
 against the unclipped run of the same setting and seed:
@@ -14,7 +14,7 @@ against the unclipped run of the same setting and seed:
 6. the update-to-weight ratio per layer over training, with and without clipping.
 
 The slider's value snaps to the nearest threshold in the sweep (nearest on a log scale). "Train
-this setting" trains the selected configuration now (:func:`gradkit.train.sweep` with one config,
+this setting" trains the selected configuration now (:func:`gradkit.runs.sweep` with one config,
 so it is cached on disk by config) and adds it to the views. Headless runs draw a static grid of
 representative thresholds instead (:func:`gradkit.widgets.show`).
 
@@ -113,8 +113,8 @@ class SweepIndex:
 class ThresholdExplorer:
     """Sliders over a precomputed sweep, with a button that trains the selected setting live.
 
-    ``histories``: runs of :func:`gradkit.train.sweep` (e.g. ``load_sweep("results")``).
-    ``data``: the Dataset live runs train on; None lets :func:`gradkit.train.sweep` load CIFAR-10
+    ``histories``: runs of :func:`gradkit.runs.sweep` (e.g. ``load_sweep("results")``).
+    ``data``: the Dataset live runs train on; None lets :func:`gradkit.runs.sweep` load CIFAR-10
     with the subset sizes recorded in the setting's config. ``results_dir``: where live runs are
     cached (runs already there are loaded too); None disables the button.
 
@@ -126,7 +126,8 @@ class ThresholdExplorer:
     def __init__(self, histories: Iterable[Any], data: Any = None, results_dir: str | Path | None = None) -> None:
         import ipywidgets as w
 
-        from .train import OPTIMIZERS, load_sweep
+        from .runs import load_sweep
+        from .train import OPTIMIZERS
 
         runs = list(histories)
         self.results_dir = Path(results_dir) if results_dir is not None else None
@@ -442,7 +443,7 @@ class ThresholdExplorer:
 
         ``max_steps`` cuts the run short (a demonstration): the run then has a config of its own, a
         setting of its own, and the views stay on the full-length runs."""
-        from .train import sweep
+        from .runs import sweep
 
         if self.results_dir is None:
             raise ValueError("results_dir is None: pass results_dir= to cache live runs, e.g. 'reports/live'")

@@ -17,6 +17,8 @@ import numpy as np
 
 import matplotlib.pyplot as plt
 
+from .checks import METHOD_NAMES, spec_label  # noqa: F401  (re-exported: plots.spec_label)
+
 STYLE: dict[str, Any] = {
     "figure.figsize": (7.0, 4.0),
     "figure.dpi": 100,
@@ -46,17 +48,6 @@ METHOD_COLORS: dict[str, str] = {
     "auto": "#1f78b4",
 }
 
-METHOD_NAMES: dict[str, str] = {
-    "none": "no clipping",
-    "value": "value clipping",
-    "norm": "norm clipping",
-    "norm_inf": "inf-norm clipping",
-    "tensor_norm": "per-tensor norm clipping",
-    "scaled_value": "c/sqrt(n) value clipping",
-    "agc": "AGC",
-    "auto": "AutoClip",
-}
-
 
 def use_style() -> None:
     """Apply the kit's matplotlib style (called once when :mod:`gradkit.plots` is imported)."""
@@ -74,28 +65,6 @@ def figure(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height
 def color_for(method: str) -> str:
     """The colour of a clipping method (``"norm"``, ``"value"``, ...) in every figure."""
     return METHOD_COLORS.get(method.split(":")[0], "#999999")
-
-
-def _fmt(value: float) -> str:
-    return f"{value:g}"
-
-
-def spec_label(spec: str | float | None) -> str:
-    """A legend label that names the method and the threshold of a clip spec.
-
-    >>> spec_label("agc:0.01"), spec_label(None)
-    ('AGC, lambda=0.01', 'no clipping')
-    """
-    if spec is None:
-        return METHOD_NAMES["none"]
-    if not isinstance(spec, str):
-        return f"{METHOD_NAMES['norm']}, c={_fmt(float(spec))}"
-    method, _, value = spec.partition(":")
-    name = METHOD_NAMES.get(method, method)
-    if not value:
-        return name
-    symbol = {"agc": "lambda", "auto": "p"}.get(method, "c")
-    return f"{name}, {symbol}={_fmt(float(value))}"
 
 
 use_style()

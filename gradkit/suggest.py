@@ -20,6 +20,7 @@ import numpy as np
 from torch import nn
 
 from . import plots
+from .checks import check_int
 
 
 @dataclass
@@ -89,8 +90,7 @@ def suggest_threshold(model: nn.Module | str, data: Any, steps: int = 200, quant
     """
     from .train import fit
 
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_int("steps", steps)
     qs = [float(q) for q in quantiles]
     if not qs or not all(0.0 <= q <= 1.0 for q in qs):
         raise ValueError(f"quantiles must be a non-empty list of numbers in [0, 1], got {quantiles!r}")

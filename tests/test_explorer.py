@@ -9,7 +9,8 @@ from gradkit import explorer, plots, sweeps
 from gradkit.data import synthetic
 from gradkit.explorer import ThresholdExplorer
 from gradkit.sweeps import describe_method, describe_setting, sweep_table
-from gradkit.train import History, load_sweep, sweep
+from gradkit.runs import load_sweep, sweep
+from gradkit.train import History
 
 NORMS = [0.01, 0.1, 1.0]
 VALUES = [0.001, 0.01]
