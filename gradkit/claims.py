@@ -11,6 +11,11 @@ Measurements:
   cos(a, b) = <a, b> / (||a|| ||b||) between it, the raw gradient and the other clipped ones.
 - :func:`smoothness_trace`: Zhang et al. (2020)'s local smoothness along the trajectory,
   L_t = ||g(w_{t+1}) - g(w_t)|| / ||w_{t+1} - w_t|| (both gradients on the same batch).
+- :func:`update_direction`: for several optimisers and clipping methods, the cosine between the
+  update the optimiser takes with the clipped gradient and the one it would take with the raw
+  gradient from the same state (momentum and Adam carry state, so even a global rescale of g can
+  turn the update).
+- :func:`dead_relu_share`: the share of ReLU units that output 0 for every image of a batch.
 - :func:`step_times`: median seconds of one training step for several clip settings.
 - :func:`spearman`: rank correlation; :func:`accuracy`; :func:`max_abs_weight`.
 
@@ -21,6 +26,7 @@ Measurements:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -288,6 +294,144 @@ def step_times(model: nn.Module, x: Tensor, y: Tensor, specs: Sequence[Any], rep
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+DIRECTION_OPTIMIZERS: dict[str, tuple[str, float, float]] = {
+    "SGD": ("sgd", 0.05, 0.0),
+    "SGD, momentum 0.9": ("sgd", 0.05, 0.9),
+    "Adam": ("adam", 1e-3, 0.0),
+}
+"""The optimisers :func:`update_direction` compares by default: label -> (name, lr, momentum)."""
+
+METHOD_NAMES = {"norm": "global norm", "tensor_norm": "per-tensor norm", "agc": "AGC", "value": "value",
+                "norm_inf": "max-norm", "scaled_value": "c/sqrt(n) value", "auto": "AutoClip"}
+
+
+@dataclasses.dataclass
+class Direction:
+    """What :func:`update_direction` measured: ``cos (O, S, T)`` = cos(update with the clipped
+    gradient, update with the raw gradient) for optimiser o, clip spec s and step t, and
+    ``changed (O, S, T)`` whether the clip changed the gradient at that step."""
+
+    optimizers: list[str]
+    specs: list[str]
+    cos: np.ndarray
+    changed: np.ndarray
+
+    def median_angle(self) -> np.ndarray:
+        """(O, S): median over the steps where the clip changed the gradient of arccos(cos), in
+        degrees (nan where it never did).
+
+        >>> Direction(["SGD"], ["value:1.0"], np.array([[[1.0, 0.5, 0.0]]]), np.array([[[False, True, True]]])).median_angle()
+        array([[75.]])
+        """
+        out = np.full(self.cos.shape[:2], np.nan)
+        for o, s in np.ndindex(*out.shape):
+            on = self.changed[o, s]
+            if on.any():
+                out[o, s] = float(np.median(np.degrees(np.arccos(np.clip(self.cos[o, s][on], -1.0, 1.0)))))
+        return out
+
+
+def _make_optimizer(name: str, params: Iterable[Tensor], lr: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"optimizer name {name!r} is not supported here; accepted values: sgd, adam")
+
+
+def update_direction(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], specs: Sequence[str], steps: int,
+                     optimizers: dict[str, tuple[str, float, float]] | None = None) -> Direction:
+    """For each optimiser (label -> ``(name, lr, momentum)``, name ``"sgd"`` or ``"adam"``;
+    default :data:`DIRECTION_OPTIMIZERS`) and each clip spec, train a float64 copy of ``model``
+    (same start, same batches) for ``steps`` steps with the clipped gradient. At every step, from
+    the same weights and optimiser state, take the update once with the raw gradient g and once
+    with clip(g) (the state is restored in between) and record
+
+        cos(dw_clip, dw_raw) = <dw_clip, dw_raw> / (||dw_clip|| ||dw_raw||)
+
+    Plain SGD: dw = -lr g, so a global norm clip (one factor s > 0 for all of g) gives cos = 1.
+    SGD with momentum m: dw = -lr (m b + s g) with the buffer b of past gradients, which s does
+    not scale, so the update turns; Adam divides by running moments, so it turns as well.
+    Per-tensor norm, AGC and value clipping scale parts of g differently and turn even plain
+    SGD's update. Float64 so that rounding does not pass for a turn.
+
+    >>> _ = torch.manual_seed(0); m = nn.Linear(4, 10); xy = [(torch.randn(8, 4), torch.randint(0, 10, (8,))) for _ in range(3)]
+    >>> d = update_direction(m, xy, ["norm:0.01"], steps=3)
+    >>> d.cos.shape, round(float(d.cos[0, 0].min()), 9), bool(d.cos[1, 0, 1:].max() < 1 - 1e-6)  # SGD keeps, momentum turns
+    ((3, 1, 3), 1.0, True)
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    optimizers = dict(DIRECTION_OPTIMIZERS if optimizers is None else optimizers)
+    specs = [clipper(s).spec for s in specs]
+    for label, (name, _, _) in optimizers.items():
+        _make_optimizer(name, [torch.zeros(1, requires_grad=True)], 0.1, 0.0)
+    cos = np.full((len(optimizers), len(specs), steps), np.nan)
+    changed = np.zeros(cos.shape, dtype=bool)
+    for o, (name, lr, momentum) in enumerate(optimizers.values()):
+        for s, spec in enumerate(specs):
+            net = copy.deepcopy(model).double().train()
+            params = [p for p in net.parameters() if p.requires_grad]
+            opt = _make_optimizer(name, params, lr, momentum)
+            clip_fn = clipper(spec)
+            for t, (x, y) in zip(range(steps), _cycle(batches)):
+                net.zero_grad(set_to_none=True)
+                F.cross_entropy(net(x.double()), y).backward()
+                start = [p.detach().clone() for p in params]
+                raw = [p.grad.detach().clone() if p.grad is not None else None for p in params]
+                state = copy.deepcopy(opt.state_dict())
+                opt.step()
+                d_raw = torch.cat([(p.detach() - w).reshape(-1) for p, w in zip(params, start)])
+                with torch.no_grad():
+                    for p, w in zip(params, start):
+                        p.copy_(w)
+                opt.load_state_dict(state)
+                clip_fn(net)
+                changed[o, s, t] = any(r is not None and not torch.equal(p.grad, r) for p, r in zip(params, raw))
+                opt.step()
+                d_clip = torch.cat([(p.detach() - w).reshape(-1) for p, w in zip(params, start)])
+                cos[o, s, t] = cosine(d_clip, d_raw)
+    return Direction(list(optimizers), specs, cos, changed)
+
+
+@torch.no_grad()
+def dead_relu_share(model: nn.Module, x: Tensor) -> float:
+    """Share of dead ReLU units on the batch ``x``, pooled over every ``nn.ReLU`` module of the
+    model: a unit (a channel of a conv output, a feature of a linear one) is dead when it outputs
+    0 for every image and position, so that no gradient flows through it:
+
+        share = sum over ReLUs of #dead units / sum over ReLUs of #units
+
+    One forward pass in eval mode (the mode is restored). Models that call ``F.relu`` (SeedCNN,
+    ResNet) have no ``nn.ReLU`` module: a ValueError says so.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    >>> _ = net[0].weight.data.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])); _ = net[0].bias.data.zero_()
+    >>> dead_relu_share(net, torch.tensor([[1.0, 0.0], [2.0, 0.0]]))  # unit 1 outputs -x0 < 0 on both
+    0.5
+    """
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not relus:
+        raise ValueError(f"model ({type(model).__name__}) has no nn.ReLU modules: dead units are counted on the "
+                         "outputs of nn.ReLU modules (PlainCNN has them; SeedCNN and ResNet call F.relu)")
+    counts: list[tuple[int, int]] = []
+
+    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
+        peak = out.detach().abs().transpose(0, 1).reshape(out.shape[1], -1).amax(dim=1)
+        counts.append((int((peak == 0).sum()), out.shape[1]))
+
+    was_training = model.training
+    hooks = [m.register_forward_hook(hook) for m in relus]
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return sum(d for d, _ in counts) / sum(n for _, n in counts)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x_uint8: Tensor, y: Tensor, mean: Sequence[float], std: Sequence[float],
              batch_size: int = 1000) -> float:
@@ -350,8 +494,9 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 # Verdicts: one rule per claim. Accuracies are fractions in [0, 1]; "points" are percentage points.
 
 CLAIMS = {
-    "1": "Clipping prevents vanishing gradients.",
-    "2": "Clipping is a kind of data augmentation that reduces overfitting.",
+    "1": "Clipping cures vanishing gradients (at initialisation).",
+    "1b": "Clipping prevents the dead ReLU units that a too-large step leaves behind.",
+    "2": "Clipping is a kind of data augmentation that reduces overfitting (a regulariser).",
     "3": "A threshold of 1 means no clipping.",
     "4": "Clipping reduces the number of parameters and the computation.",
     "5": "Clipping each element to c/sqrt(n) is the same as clipping the norm to c.",
@@ -396,35 +541,97 @@ def verdict_vanishing(before: Sequence[float], after: Sequence[float], min_decay
     return _verdict("1", FAILS, reason)
 
 
-def verdict_augmentation(train_acc: dict[str, float], test_acc: dict[str, float], tol: float = 0.02,
-                         min_gap: float = 0.05) -> Verdict:
-    """Claim 2, from clean train and test accuracies of three runs keyed ``"none"`` (no clipping,
-    no augmentation), ``"clip"`` (clipping, no augmentation) and ``"augment"`` (augmentation, no
-    clipping). gap = train_acc - test_acc.
+def verdict_dead_units(unclipped: dict[str, float], clipped: dict[str, float], min_dead: float = 0.5,
+                       margin: float = 0.2) -> Verdict:
+    """Claim 1b, from two runs that differ only in clipping: each dict has ``"dead"`` (share of
+    ReLU units dead after training, :func:`dead_relu_share`) and ``"acc"`` (validation accuracy).
 
-    Rule: if the ``"none"`` run's gap is below ``min_gap`` (5 points) there is no overfitting to
-    reduce: inconclusive. If clipping shrank the gap by at most ``tol`` (2 points): does not hold.
-    If it shrank it by more: holds only when read as "a smaller effective step overfits less",
-    not as augmentation (clipping never changes the data).
+    Rule: if fewer than ``min_dead`` (50%) of the unclipped run's units died, there was no
+    collapse to prevent: inconclusive at this size. If the clipped run lost at least ``margin``
+    (20 points) fewer units: holds only when a too-large step is what killed them (as here;
+    clipping bounds the gradient, so that step is smaller). Otherwise clipping did not prevent
+    the collapse: does not hold.
 
-    >>> verdict_augmentation({"none": .9, "clip": .9, "augment": .7}, {"none": .5, "clip": .5, "augment": .55}).outcome
+    >>> verdict_dead_units({"dead": 0.9, "acc": 0.1}, {"dead": 0.1, "acc": 0.3}).outcome
+    'holds only when'
+    """
+    for name, run in (("unclipped", unclipped), ("clipped", clipped)):
+        if set(run) != {"dead", "acc"}:
+            raise ValueError(f"{name} needs exactly the keys 'dead' and 'acc', got {sorted(run)}")
+    numbers = (f"{_pct(unclipped['dead'])} of the ReLU units dead without clipping (validation accuracy "
+               f"{_pct(unclipped['acc'])}), {_pct(clipped['dead'])} with clipping ({_pct(clipped['acc'])})")
+    if unclipped["dead"] < min_dead:
+        return _verdict("1b", INCONCLUSIVE, f"the unclipped run did not collapse (< {_pct(min_dead)} dead): {numbers}")
+    if clipped["dead"] <= unclipped["dead"] - margin:
+        return _verdict("1b", ONLY_WHEN, f"too-large steps are what kills the units, as in this run: {numbers}")
+    return _verdict("1b", FAILS, f"clipping did not prevent the collapse: {numbers}")
+
+
+def _mean_sd(v: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(v, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
+
+
+def verdict_augmentation(train_acc: dict[str, Sequence[float]], val_acc: dict[str, Sequence[float]],
+                         tol: float = 0.02, min_gap: float = 0.05) -> Verdict:
+    """Claim 2, from clean train and held-out (validation) accuracies of three runs per seed,
+    keyed ``"none"`` (no clipping, no augmentation), ``"clip"`` (clipping, no augmentation) and
+    ``"augment"`` (augmentation, no clipping); list i of every key is seed i, so that the runs of
+    one seed share their initialisation and batches. gap = train_acc - val_acc.
+
+    Clipping never changes the data, so "a kind of data augmentation" is false by definition;
+    the rule measures the other half, "reduces overfitting". With d_i = gap_none,i - gap_clip,i
+    (paired by seed) and noise = max(``tol``, 2 sd(d) / sqrt(n)) (twice the standard error of
+    the mean difference, at least 2 points):
+
+    - fewer than 2 seeds: inconclusive (no spread measured);
+    - the ``"none"`` runs' mean gap below ``min_gap`` (5 points): nothing to reduce, inconclusive;
+    - mean(d) > noise: holds only when read as "a smaller effective step fits the training set
+      less", not as augmentation;
+    - otherwise does not hold (clipping left the gap within the seed noise, or widened it).
+
+    The reason also says when the augmented runs underfit (their mean validation accuracy below
+    the unaugmented runs'): their smaller gap then comes partly from fitting less.
+
+    >>> verdict_augmentation({"none": [.9, .9], "clip": [.9, .88], "augment": [.7, .7]},
+    ...                      {"none": [.5, .52], "clip": [.5, .5], "augment": [.55, .56]}).outcome
     'does not hold'
     """
     keys = ("none", "clip", "augment")
-    if any(k not in train_acc or k not in test_acc for k in keys):
-        raise ValueError(f"train_acc and test_acc need the keys {keys}, got {sorted(train_acc)} and {sorted(test_acc)}")
-    gap = {k: train_acc[k] - test_acc[k] for k in keys}
-    numbers = ", ".join(f"{k}: {_pct(train_acc[k])} train / {_pct(test_acc[k])} test (gap {100 * gap[k]:.1f})" for k in keys)
-    if gap["none"] < min_gap:
-        return _verdict("2", INCONCLUSIVE, f"the run without clipping barely overfits (gap {100 * gap['none']:.1f} points "
-                                           f"< {100 * min_gap:g}); {numbers}")
-    shrink_clip, shrink_aug = gap["none"] - gap["clip"], gap["none"] - gap["augment"]
-    reason = (f"clipping changed the train/test gap by {-100 * shrink_clip:+.1f} points, augmentation by "
-              f"{-100 * shrink_aug:+.1f}; {numbers}")
-    if shrink_clip <= tol:
-        return _verdict("2", FAILS, reason)
-    return _verdict("2", ONLY_WHEN, "the gap shrank with clipping, as with any smaller effective step, but no data was "
-                                    "added: " + reason)
+    if any(k not in train_acc or k not in val_acc for k in keys):
+        raise ValueError(f"train_acc and val_acc need the keys {keys}, got {sorted(train_acc)} and {sorted(val_acc)}")
+    tr = {k: np.atleast_1d(np.asarray(train_acc[k], dtype=float)) for k in keys}
+    va = {k: np.atleast_1d(np.asarray(val_acc[k], dtype=float)) for k in keys}
+    n = tr["none"].size
+    if any(tr[k].size != n or va[k].size != n for k in keys):
+        raise ValueError("train_acc and val_acc need one value per seed, the same number for every key")
+    gap = {k: tr[k] - va[k] for k in keys}
+
+    def pm(v: np.ndarray) -> str:
+        mean, sd = _mean_sd(100 * v)
+        return f"{mean:.1f}" + ("" if math.isnan(sd) else f" ± {sd:.1f}")
+
+    numbers = "; ".join(f"{k}: train {pm(tr[k])}%, validation {pm(va[k])}%, gap {pm(gap[k])}" for k in keys)
+    numbers += f" (mean ± sd over {n} seed{'s' if n > 1 else ''})"
+    if n < 2:
+        return _verdict("2", INCONCLUSIVE, f"one seed: the seed spread is unknown; {numbers}")
+    d = gap["none"] - gap["clip"]
+    mean_d, sd_d = _mean_sd(d)
+    noise = max(tol, 2 * sd_d / math.sqrt(n))
+    if gap["none"].mean() < min_gap:
+        return _verdict("2", INCONCLUSIVE, f"the runs without clipping barely overfit (mean gap "
+                                           f"{100 * gap['none'].mean():.1f} points < {100 * min_gap:g}); {numbers}")
+    underfit = ""
+    if va["augment"].mean() < va["none"].mean():
+        underfit = (f"; the augmented runs underfit at this length (validation {100 * va['augment'].mean():.1f}% < "
+                    f"{100 * va['none'].mean():.1f}% without augmentation), so part of their smaller gap is fitting less")
+    change = (f"clipping changed the gap by {-100 * mean_d:+.1f} points (noise bound ±{100 * noise:.1f}: twice the "
+              f"standard error over {n} paired seeds), augmentation by {-100 * (gap['none'] - gap['augment']).mean():+.1f}")
+    if mean_d > noise:
+        return _verdict("2", ONLY_WHEN, "read as 'a smaller effective step fits the training set less', not as "
+                                        f"augmentation (clipping never changes the data): {change}; {numbers}{underfit}")
+    return _verdict("2", FAILS, f"{change}: no regularising effect beyond the seed noise at this size, and clipping "
+                                f"never changes the data; {numbers}{underfit}")
 
 
 def verdict_threshold_one(norms_before: Sequence[float], c: float = 1.0, min_steps: int = 10) -> Verdict:
@@ -499,46 +706,62 @@ def verdict_scaled_value(cos_between: Sequence[float], norm_ratio: Sequence[floa
     return _verdict("5", ONLY_WHEN, "every |g_i| has the same size (or all are below c/sqrt(n)); " + numbers)
 
 
-def verdict_more_iterations(curves: dict[str, Sequence[float]], steps_per_checkpoint: int, n_test: int,
-                            margin: float = 0.05, min_steps: int = 20) -> Verdict:
-    """Claim 6a, from test accuracy curves (accuracy after each checkpoint of iterations, in
-    order; nan for a diverged run) keyed by run label, ``steps_per_checkpoint`` training steps
-    apart, each measured on the same ``n_test`` test images.
+def verdict_more_iterations(curves: dict[str, Sequence[float]], steps_per_checkpoint: int, n_eval: int,
+                            margin: float = 0.05, min_steps: int = 20, min_checkpoints: int = 4) -> Verdict:
+    """Claim 6a, from accuracy curves (held-out accuracy after each checkpoint of iterations, in
+    order; nan once a run diverged) keyed by run label, ``steps_per_checkpoint`` training steps
+    apart, each measured on the same ``n_eval`` images.
 
-    Rule: with fewer than ``min_steps`` (20) steps between checkpoints: inconclusive. A drop
-    counts only if it exceeds tol = 2 sqrt(0.25 / n_test), twice the largest standard error of
-    an accuracy on n_test images (3.2 points for 1000 images), so that test-set noise is not
-    taken for a trend. Runs whose best accuracy is not ``margin`` + tol above chance (10%) did
-    not learn and cannot decide; with none left: inconclusive. If a deciding run's accuracy
-    fell by more than tol from one checkpoint to the next, or became nan: does not hold.
-    Otherwise holds only when training is stable, as in every run of this grid.
+    Rule: with fewer than ``min_steps`` (20) steps between checkpoints or fewer than
+    ``min_checkpoints`` (4) checkpoints: inconclusive. tol = 2 sqrt(0.25 / n_eval), twice the
+    largest standard error of an accuracy on n_eval images (3.2 points for 1000 images), so that
+    evaluation noise is not taken for a trend. A run *fell* if at some checkpoint its accuracy is
+    more than tol below the best of its earlier checkpoints (a slow decline counts, not only a
+    drop between neighbours), or if it became nan after a finite checkpoint (diverged). A run
+    *never learned* if its best accuracy is not ``margin`` + tol above chance (10%): more
+    iterations gave it nothing, which the verdict names, but a flat curve is not a fall.
+    Some run fell: does not hold. No run fell and none learned: inconclusive. Otherwise: holds
+    only when training is stable (and the run learns at all, when some never did).
 
-    >>> verdict_more_iterations({"a": [0.3, 0.4, 0.35]}, steps_per_checkpoint=100, n_test=10000).outcome
+    >>> verdict_more_iterations({"a": [0.2, 0.237, 0.22, 0.193]}, steps_per_checkpoint=100, n_eval=1000).outcome
     'does not hold'
     """
-    tol = 2 * math.sqrt(0.25 / n_test)
-    if steps_per_checkpoint < min_steps:
-        return _verdict("6a", INCONCLUSIVE, f"{steps_per_checkpoint} steps between checkpoints (< {min_steps})")
-    learned = {k: np.asarray(v, dtype=float) for k, v in curves.items()
-               if len(v) and np.nanmax(np.asarray(v, dtype=float), initial=-1.0) > CHANCE + margin + tol}
-    if not learned:
-        return _verdict("6a", INCONCLUSIVE, f"no run got {100 * (margin + tol):.1f} points above chance")
-    drops = []
-    for label, acc in learned.items():
-        for i in range(len(acc) - 1):
-            drop = acc[i] - acc[i + 1] if math.isfinite(acc[i + 1]) else math.inf
-            if drop > tol:
-                drops.append((drop, label, i))
-    pairs = sum(len(a) - 1 for a in learned.values())
-    if drops:
-        drop, label, i = max(drops)
-        what = "diverged" if math.isinf(drop) else f"fell by {100 * drop:.1f} points"
-        return _verdict("6a", FAILS, f"{len(drops)} of {pairs} longer-training comparisons lost more than "
-                                     f"{100 * tol:.1f} points (test-set noise); worst: {label} {what} between "
-                                     f"checkpoints {i + 1} and {i + 2}")
-    return _verdict("6a", ONLY_WHEN, f"training is stable: in all {pairs} comparisons of the {len(learned)} runs that "
-                                     f"learned, accuracy did not fall by more than {100 * tol:.1f} points (test-set "
-                                     "noise) from one checkpoint to the next")
+    tol = 2 * math.sqrt(0.25 / n_eval)
+    n_points = min((len(v) for v in curves.values()), default=0)
+    if steps_per_checkpoint < min_steps or n_points < min_checkpoints:
+        return _verdict("6a", INCONCLUSIVE, f"{n_points} checkpoints {steps_per_checkpoint} steps apart (needs >= "
+                                            f"{min_checkpoints} checkpoints >= {min_steps} steps apart)")
+    falls, never = [], []
+    for label, values in curves.items():
+        acc = np.asarray(values, dtype=float)
+        finite = np.isfinite(acc)
+        if finite.any() and not finite[-1]:
+            i = int(np.flatnonzero(finite)[-1])
+            falls.append((math.inf, label, f"{label} diverged after checkpoint {i + 1}"))
+            continue
+        if not finite.any() or np.nanmax(acc) <= CHANCE + margin + tol:
+            never.append(label)
+            continue
+        best_before = np.maximum.accumulate(acc)[:-1]
+        drops = best_before - acc[1:]
+        k = int(np.argmax(drops))
+        if drops[k] > tol:
+            b = int(np.argmax(acc[:k + 1]))
+            falls.append((float(drops[k]), label, f"{label} fell from {100 * acc[b]:.1f}% at checkpoint {b + 1} to "
+                                                  f"{100 * acc[k + 1]:.1f}% at checkpoint {k + 2}"))
+    counted = f"{len(curves)} runs, {n_points} checkpoints {steps_per_checkpoint} steps apart, tol {100 * tol:.1f} points"
+    never_text = (f"; {len(never)} never left chance ({', '.join(never)}): more iterations gave them nothing"
+                  if never else "")
+    if falls:
+        worst = max(falls)[2]
+        return _verdict("6a", FAILS, f"{len(falls)} of {len(curves)} runs ended more than {100 * tol:.1f} points "
+                                     f"(evaluation noise) below their own earlier best or diverged; worst: {worst} "
+                                     f"({counted}){never_text}")
+    if len(never) == len(curves):
+        return _verdict("6a", INCONCLUSIVE, f"no run learned ({counted}){never_text}")
+    cond = "training is stable" + (" and the run learns at all" if never else "")
+    return _verdict("6a", ONLY_WHEN, f"{cond}: no run that learned ended more than {100 * tol:.1f} points below its "
+                                     f"earlier best ({counted}){never_text}")
 
 
 def verdict_threshold_speed(losses: dict[str, dict[float, float]], tol: float = 0.02,
@@ -622,57 +845,78 @@ def verdict_faster(final_loss: dict[tuple[float, bool], float], steps: int, rho:
                     + reason)
 
 
-def verdict_weight_vs_grad(grad_run: dict[str, float], weight_run: dict[str, float], grad_c: float,
+def verdict_weight_vs_grad(grad_run: dict[str, Any], weight_run: dict[str, Any], grad_c: float,
                            weight_c: float) -> Verdict:
     """Claim 8, from two runs: one with gradient norm clipping at ``grad_c``, one with weight
     clipping at ``weight_c``; each dict has ``"max_grad_norm"`` (largest ||g|| before clipping),
-    ``"max_update_grad"`` (largest gradient norm the optimizer received) and ``"max_abs_weight"``.
+    ``"max_update_grad"`` (largest gradient norm the optimizer received), ``"max_abs_weight"``,
+    ``"max_step"`` (largest step ||w_after - w_before||, ``History.step_norm``) and ``"setup"``
+    (a dict of everything else the runs were trained with: epochs, augmentation, seed, ...).
 
-    Rule: gradient clipping bounds the gradient the optimizer gets (<= grad_c) but not the
-    weights; weight clipping bounds the weights (<= weight_c) but not the gradient. If the
-    gradient-clipped run has a weight above weight_c, or the weight-clipped run fed the
-    optimizer a gradient above grad_c: they did different things, does not hold. If neither
-    showed: inconclusive.
+    Rule: if the setups differ, the runs are not comparable: inconclusive (no conclusion).
+    Gradient clipping bounds the gradient the optimizer gets (<= grad_c), not the weights nor,
+    with momentum, the step (which can reach about lr grad_c / (1 - m)); weight clipping bounds
+    the weights (<= weight_c) but not the gradient. If the gradient-clipped run has a weight
+    above weight_c, or the weight-clipped run fed the optimizer a gradient above grad_c: they did
+    different things, does not hold. If neither showed: inconclusive.
 
-    >>> verdict_weight_vs_grad({"max_grad_norm": 5, "max_update_grad": 1, "max_abs_weight": 0.4},
-    ...                        {"max_grad_norm": 5, "max_update_grad": 5, "max_abs_weight": 0.05}, 1.0, 0.05).outcome
+    >>> same = {"epochs": 2, "augment": True, "seed": 0}
+    >>> verdict_weight_vs_grad({"max_grad_norm": 5, "max_update_grad": 1, "max_abs_weight": 0.4, "max_step": 0.2, "setup": same},
+    ...                        {"max_grad_norm": 5, "max_update_grad": 5, "max_abs_weight": 0.05, "max_step": 0.3, "setup": same},
+    ...                        1.0, 0.05).outcome
     'does not hold'
     """
-    keys = ("max_grad_norm", "max_update_grad", "max_abs_weight")
+    keys = ("max_grad_norm", "max_update_grad", "max_abs_weight", "max_step", "setup")
     if any(k not in grad_run or k not in weight_run for k in keys):
         raise ValueError(f"grad_run and weight_run need the keys {keys}")
+    a, b = grad_run["setup"], weight_run["setup"]
+    differ_in = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if differ_in:
+        return _verdict("8", INCONCLUSIVE, "the two runs differ in " + ", ".join(f"{k} ({a.get(k)!r} vs {b.get(k)!r})"
+                                                                                  for k in differ_in) + ": no conclusion")
     reason = (f"gradient clipping (c={grad_c:g}): the optimizer got gradients of norm <= {grad_run['max_update_grad']:.3g}, "
-              f"weights reached |w| = {grad_run['max_abs_weight']:.3g}; weight clipping (c={weight_c:g}): weights stayed "
-              f"<= {weight_run['max_abs_weight']:.3g}, the optimizer got gradients of norm up to "
-              f"{weight_run['max_update_grad']:.3g}")
+              f"its largest step was ||dw|| = {grad_run['max_step']:.3g}, weights reached |w| = "
+              f"{grad_run['max_abs_weight']:.3g}; weight clipping (c={weight_c:g}): weights stayed <= "
+              f"{weight_run['max_abs_weight']:.3g}, the optimizer got gradients of norm up to "
+              f"{weight_run['max_update_grad']:.3g}; same setup ({', '.join(f'{k}={v!r}' for k, v in sorted(a.items()))})")
     differ = grad_run["max_abs_weight"] > weight_c or weight_run["max_update_grad"] > grad_c
     return _verdict("8", FAILS if differ else INCONCLUSIVE, reason)
 
 
-def verdict_direction(cos_norm: Sequence[float], cos_value: Sequence[float], value_changed: Sequence[bool],
-                      tol: float = 1e-5) -> Verdict:
-    """Claim 9, from real steps: cos(clipped, raw) for norm clipping and for value clipping, and
-    whether value clipping changed the gradient at each step.
+def verdict_direction(direction: Direction, tol: float = 1e-6) -> Verdict:
+    """Claim 9, from :func:`update_direction`: for each optimiser and clipping method, the
+    cosine between the update with the clipped and with the raw gradient, on the steps where
+    the clip changed the gradient.
 
-    Rule: norm clipping keeps the direction if every cos >= 1 - tol (rounding only). Value
-    clipping changes it if, on the steps it clipped, some cos < 1 - tol; if it clipped no step:
-    inconclusive. Norm keeps and value changes: holds only when the clipping is element-wise;
-    both change: holds; neither: does not hold.
+    Rule: a pair *turns* the update if some such step has cos < 1 - ``tol`` (float64 rounding
+    stays far below 1e-6). No pair clipped any step: inconclusive. Every pair that clipped
+    turned: holds. None turned: does not hold. Otherwise holds only when the pair is not one of
+    those that only shortened the update (named, typically global norm clipping with plain
+    SGD), with the median angle of every pair reported.
 
-    >>> verdict_direction([1.0, 1.0], [0.9, 0.95], [True, True]).outcome
+    >>> d = Direction(["SGD"], ["norm:1.0", "value:0.1"], np.array([[[1.0, 1.0], [0.9, 0.8]]]), np.ones((1, 2, 2), bool))
+    >>> verdict_direction(d).outcome
     'holds only when'
     """
-    cn, cv = np.asarray(cos_norm, dtype=float), np.asarray(cos_value, dtype=float)
-    changed = np.asarray(value_changed, dtype=bool)
-    if cn.size == 0 or not changed.any():
-        return _verdict("9", INCONCLUSIVE, "value clipping clipped no element on the measured steps")
-    norm_turns = cn.min() < 1 - tol
-    value_turns = cv[changed].min() < 1 - tol
-    angle = math.degrees(math.acos(min(1.0, float(np.median(cv[changed])))))
-    reason = (f"over {cn.size} real steps, norm clipping: min cos(clipped, raw) = {cn.min():.6f}; value clipping: "
-              f"median cos {np.median(cv[changed]):.4f} (about {angle:.1f} degrees), min {cv[changed].min():.4f}")
-    if norm_turns and value_turns:
-        return _verdict("9", HOLDS, reason)
-    if value_turns:
-        return _verdict("9", ONLY_WHEN, "clipping is element-wise (value clipping); norm clipping only shortens: " + reason)
-    return _verdict("9", FAILS, reason)
+    angle = direction.median_angle()
+    kept, turned, parts = [], [], []
+    for o, opt in enumerate(direction.optimizers):
+        for s, spec in enumerate(direction.specs):
+            on = direction.changed[o, s]
+            name = f"{METHOD_NAMES.get(clipper(spec).method, spec)} ({spec}) with {opt}"
+            if not on.any():
+                parts.append(f"{name}: never clipped")
+                continue
+            turns = float(direction.cos[o, s][on].min()) < 1 - tol
+            (turned if turns else kept).append(name)
+            parts.append(f"{name}: {angle[o, s]:.3g} deg")
+    numbers = (f"median angle between the update with and without clipping over the clipped steps "
+               f"({direction.cos.shape[2]} steps): " + "; ".join(parts))
+    if not kept and not turned:
+        return _verdict("9", INCONCLUSIVE, "no method clipped on the measured steps; " + numbers)
+    if not kept:
+        return _verdict("9", HOLDS, "every method turned the update with every optimiser; " + numbers)
+    if not turned:
+        return _verdict("9", FAILS, numbers)
+    return _verdict("9", ONLY_WHEN, f"the clipping and optimiser are not {' or '.join(kept)}, which only shortened "
+                                    f"the update (cos >= 1 - {tol:g}); " + numbers)

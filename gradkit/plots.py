@@ -537,16 +537,18 @@ def grad_norm_trace(ax: Any, norm_before: Sequence[float], *, threshold: float |
 
 def remedy_bars(ax_acc: Any, ax_norm: Any, labels: Sequence[str], histories: Sequence[Any], *,
                 colors: Sequence[str] | None = None) -> Any:
-    """One row per run, top to bottom: final test accuracy (%) on ``ax_acc`` (a diverged run gets
-    no bar but a red ``x`` and "diverged at step k") and the largest gradient norm before
-    clipping on ``ax_norm`` (log axis: exploding runs stand out by decades)."""
+    """One row per run, top to bottom: final validation accuracy (%) as a bar on ``ax_acc`` (a
+    diverged run gets no bar but a red ``x`` and "diverged at step k") and the largest gradient
+    norm before clipping as a dot on ``ax_norm`` (log axis, where a bar's length would mean
+    nothing: exploding runs stand out by decades)."""
     y = np.arange(len(labels))[::-1]
     colors = list(colors) if colors is not None else ["#1b9e77"] * len(labels)
     for yi, h, color in zip(y, histories, colors):
-        acc = h.final_test_acc
+        acc = h.final_val_acc
         if acc is None:
             ax_acc.plot(0, yi, "x", color="#d62728", markersize=8, mew=2)
-            ax_acc.text(1, yi, f"diverged at step {h.diverged_step}", va="center", fontsize=7, color="#d62728")
+            text = f"diverged at step {h.diverged_step}" if h.diverged else "no validation split"
+            ax_acc.text(1, yi, text, va="center", fontsize=7, color="#d62728")
         else:
             ax_acc.barh(yi, 100 * acc, color=color, height=0.7)
             ax_acc.text(100 * acc + 0.5, yi, f"{100 * acc:.1f}", va="center", fontsize=7)
@@ -554,23 +556,27 @@ def remedy_bars(ax_acc: Any, ax_norm: Any, labels: Sequence[str], histories: Seq
         finite = norms[np.isfinite(norms)]
         peak = float(finite.max()) if finite.size else np.nan
         if np.isfinite(peak) and peak > 0:
-            ax_norm.barh(yi, peak, color=color, height=0.7)
+            ax_norm.plot(peak, yi, "o", color=color, markersize=6)
         if h.diverged:
             ax_norm.plot(peak if np.isfinite(peak) and peak > 0 else 1.0, yi, "x", color="#d62728", markersize=8, mew=2)
     ax_acc.axvline(10, color="black", linestyle=":", linewidth=1, label="chance (10%)")
     ax_acc.set_yticks(y, labels)
-    ax_acc.set_xlabel("final test accuracy (%)")
-    ax_acc.legend(loc="lower right")
+    ax_acc.set_xlabel("final validation accuracy (%)")
+    ax_acc.set_xlim(0, 100)
+    ax_acc.legend(loc="upper right", fontsize=7)
     ax_norm.set_yticks(y, [])
+    ax_norm.set_ylim(ax_acc.get_ylim())
     ax_norm.set_xscale("log")
+    ax_norm.grid(True, axis="y", linestyle=":", linewidth=0.5)
     ax_norm.set_xlabel("largest ||g|| before clipping (log)")
     return ax_acc
 
 
 def accuracy_curves(ax: Any, curves: Mapping[str, Sequence[float]], *, colors: Mapping[str, str] | None = None,
-                    xlabel: str = "epoch", title: str | None = None) -> Any:
-    """Test accuracy (%) at each checkpoint (1, 2, ...) for each run (label -> accuracies in [0, 1];
-    a diverged run's curve stops with an ``x``), with chance (10%) dotted."""
+                    xlabel: str = "epoch", ylabel: str = "validation accuracy (%)", title: str | None = None) -> Any:
+    """Held-out accuracy (%) at each checkpoint (1, 2, ...) for each run (label -> accuracies in
+    [0, 1]; a diverged run's curve stops with an ``x``), with chance (10%) dotted; ``ylabel``
+    names the split."""
     for label, acc in curves.items():
         v = 100 * np.asarray(acc, dtype=float)
         x = np.arange(1, v.size + 1)
@@ -582,10 +588,10 @@ def accuracy_curves(ax: Any, curves: Mapping[str, Sequence[float]], *, colors: M
     ax.axhline(10, color="black", linestyle=":", linewidth=1)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize=7, loc="best")
     return ax
 
 
@@ -608,31 +614,50 @@ def smoothness_scatter(ax: Any, grad_norm: Sequence[float], smoothness: Sequence
     return ax
 
 
-def clip_angle_traces(ax: Any, specs: Sequence[str], cos_raw: Any) -> Any:
-    """Angle in degrees between the clipped and the raw gradient, arccos(cos), at each step, one
-    line per clip spec (``cos_raw`` has shape (steps, specs)): norm clipping stays at 0."""
-    c = np.clip(np.asarray(cos_raw, dtype=float), -1.0, 1.0)
-    for j, spec in enumerate(specs):
-        ax.plot(np.arange(c.shape[0]), np.degrees(np.arccos(c[:, j])), "o-", markersize=3, color=color_for(spec),
-                label=spec_label(spec))
-    ax.set_xlabel("step")
-    ax.set_ylabel("angle(clipped g, raw g) (degrees)")
-    ax.legend()
+def update_angle_bars(ax: Any, optimizers: Sequence[str], specs: Sequence[str], angles: Any) -> Any:
+    """Grouped bars: for each clip spec (x) and optimiser (colour), the median angle in degrees
+    between the update with the clipped and with the raw gradient (``angles`` (O, S), nan where
+    the spec never clipped: no bar, "not clipped" written). A bar at 0 means the clip only
+    shortened the update."""
+    a = np.asarray(angles, dtype=float)
+    x = np.arange(len(specs))
+    width = 0.8 / max(1, len(optimizers))
+    palette = ["#4d4d4d", "#1f78b4", "#e6ab02", "#7570b3"]
+    top = np.nanmax(a) if np.isfinite(a).any() else 1.0
+    for o, opt in enumerate(optimizers):
+        xs = x - 0.4 + width * (o + 0.5)
+        ax.bar(xs, np.nan_to_num(a[o], nan=0.0), width=width * 0.95, color=palette[o % len(palette)], label=opt)
+        for xi, v in zip(xs, a[o]):
+            text = "not clipped" if not np.isfinite(v) else f"{v:.2g}"
+            ax.text(xi, (v if np.isfinite(v) else 0) + 0.02 * top, text, ha="center", va="bottom", fontsize=7,
+                    rotation=90 if not np.isfinite(v) else 0)
+    ax.set_xticks(x, [spec_label(s) for s in specs])
+    ax.set_ylim(0, 1.25 * top + 1e-9)
+    ax.set_ylabel("angle(update clipped, update raw) (degrees)")
+    ax.legend(loc="upper left", fontsize=8)
     return ax
 
 
-def train_test_bars(ax: Any, train_acc: Mapping[str, float], test_acc: Mapping[str, float]) -> Any:
-    """Train and test accuracy (%) side by side per run, with the gap (train - test, points) above."""
+def train_test_bars(ax: Any, train_acc: Mapping[str, Sequence[float]], val_acc: Mapping[str, Sequence[float]]) -> Any:
+    """Clean-train and validation accuracy (%) side by side per run, mean over seeds with the
+    seed spread (sd) as error bars, and the mean gap (train - validation, points) above."""
     labels = list(train_acc)
     x = np.arange(len(labels))
-    tr = 100 * np.array([train_acc[k] for k in labels])
-    te = 100 * np.array([test_acc[k] for k in labels])
-    ax.bar(x - 0.2, tr, width=0.4, color="#1f78b4", label="train (clean images)")
-    ax.bar(x + 0.2, te, width=0.4, color="#ff7f00", label="test")
-    for xi, a, b in zip(x, tr, te):
-        ax.text(xi, max(a, b) + 1.5, f"gap {a - b:.1f}", ha="center", fontsize=8)
+    tr = [100 * np.atleast_1d(np.asarray(train_acc[k], dtype=float)) for k in labels]
+    va = [100 * np.atleast_1d(np.asarray(val_acc[k], dtype=float)) for k in labels]
+
+    def sd(v: np.ndarray) -> float:
+        return float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+    tr_m, va_m = np.array([v.mean() for v in tr]), np.array([v.mean() for v in va])
+    tr_s, va_s = np.array([sd(v) for v in tr]), np.array([sd(v) for v in va])
+    ax.bar(x - 0.2, tr_m, width=0.4, yerr=tr_s, capsize=3, color="#1f78b4", label="train (clean images)")
+    ax.bar(x + 0.2, va_m, width=0.4, yerr=va_s, capsize=3, color="#ff7f00", label="validation")
+    tops = np.maximum(tr_m + tr_s, va_m + va_s)
+    for xi, a, b, top in zip(x, tr_m, va_m, tops):
+        ax.text(xi, top + 1.5, f"gap {a - b:.1f}", ha="center", fontsize=8)
     ax.set_xticks(x, labels)
-    ax.set_ylim(0, min(100.0, max(tr.max(), te.max()) + 12))
-    ax.set_ylabel("accuracy (%)")
-    ax.legend(loc="upper right")
+    ax.set_ylim(0, min(110.0, tops.max() + 20))
+    ax.set_ylabel("accuracy (%), mean ± sd over seeds")
+    ax.legend(loc="upper right", fontsize=8)
     return ax

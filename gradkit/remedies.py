@@ -179,56 +179,80 @@ def _acc(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def remedy_table(labels: Sequence[str], histories: Sequence[Any]) -> str:
+def _check_val(labels: Sequence[str], histories: Sequence[Any]) -> None:
+    missing = [k for k, h in zip(labels, histories) if not h.diverged and not h.val_acc]
+    if missing:
+        raise ValueError(f"runs without validation accuracy: {', '.join(missing)}; train on data with a validation "
+                         "split (gradkit.data.cifar10(val=...)) so that runs are compared on it, not on the test set")
+
+
+def remedy_table(labels: Sequence[str], histories: Sequence[Any], dead: Sequence[float | None] | None = None) -> str:
     """A markdown table of training runs, one row per ``(label, History)``: diverged (at which
-    step), final and best test accuracy, the largest gradient norm before clipping, the share of
-    steps clipped, and the training time (sum of ``epoch_seconds``, evaluation excluded).
+    step), final and best validation accuracy, the largest gradient norm before clipping, the
+    largest step actually taken max_t ||w_t+1 - w_t|| (``History.step_norm``), the share of steps
+    clipped, optionally the share of dead ReLU units after training (``dead``, one value or None
+    per run), and the training time (sum of ``epoch_seconds``, evaluation excluded). Test
+    accuracy is not in the table: runs are compared on validation.
 
     >>> from gradkit.train import History
     >>> h = History(config={"clip": "none"}, loss=[2.3, 2.1], grad_norm_before=[1.0, 3.0], clipped=[False, False],
-    ...             test_acc=[0.25], epoch_seconds=[1.5])
+    ...             step_norm=[0.5, 0.25], val_acc=[0.25], epoch_seconds=[1.5])
     >>> print(remedy_table(["baseline"], [h]).splitlines()[2])
-    | baseline | no | 25.0% | 25.0% | 3 | 0% | 1.5 |
+    | baseline | no | 25.0% | 25.0% | 3 | 0.5 | 0% | 1.5 |
     """
     if len(labels) != len(histories):
         raise ValueError(f"labels and histories must have the same length, got {len(labels)} and {len(histories)}")
-    rows = ["| run | diverged | final test acc | best test acc | largest ‖g‖ | steps clipped | train time (s) |",
-            "|---|---|---|---|---|---|---|"]
-    for label, h in zip(labels, histories):
+    if dead is not None and len(dead) != len(labels):
+        raise ValueError(f"dead must have one value (or None) per run, got {len(dead)} for {len(labels)} runs")
+    _check_val(labels, histories)
+    head = "| run | diverged | final val acc | best val acc | largest ‖g‖ | largest step ‖Δw‖ | steps clipped |"
+    head += " dead ReLU units |" if dead is not None else ""
+    rows = [head + " train time (s) |", "|---" * (head.count("|")) + "|"]
+    for i, (label, h) in enumerate(zip(labels, histories)):
         norms = [v for v in h.grad_norm_before if math.isfinite(v)]
         peak = f"{max(norms):.3g}" if norms else "-"
+        steps = [v for v in h.step_norm if math.isfinite(v)]
+        step = f"{max(steps):.3g}" if steps else "-"
         clipped = f"{100 * h.clip_rate:.0f}%" if h.clipped else "-"
         diverged = f"yes, step {h.diverged_step}" if h.diverged else "no"
-        rows.append(f"| {label} | {diverged} | {_acc(h.final_test_acc)} | {_acc(h.best_test_acc)} | {peak} | {clipped} "
-                    f"| {sum(h.epoch_seconds):.1f} |")
+        best = max(h.val_acc) if h.val_acc else None
+        row = f"| {label} | {diverged} | {_acc(h.final_val_acc)} | {_acc(best)} | {peak} | {step} | {clipped} |"
+        if dead is not None:
+            row += f" {_acc(dead[i]) if dead[i] is not None else '-'} |"
+        rows.append(row + f" {sum(h.epoch_seconds):.1f} |")
     return "\n".join(rows)
 
 
 def remedy_findings(labels: Sequence[str], histories: Sequence[Any], baseline: str, margin: float = 0.02,
                     min_steps: int = 100, pairs: Sequence[tuple[str, str]] = ()) -> str:
-    """Sentences computed from the runs. A run *failed* if it diverged, or if it trained at least
-    ``min_steps`` steps and its final test accuracy is within ``margin`` (2 points) of chance
-    (10%): stuck, e.g. dead ReLUs after a too large step. A shorter run near chance may simply
-    not have had time, so it is not called stuck. Says which runs failed, which trained where
-    ``baseline`` (a label) failed, and the best final test accuracy. ``pairs`` of labels
-    ``(without, with)`` add a line with the change in final test accuracy (points) that the
-    second run's extra setting made.
+    """Sentences computed from the runs, on validation accuracy. A run *failed* if it diverged,
+    or if it trained at least ``min_steps`` steps and its final validation accuracy is within
+    ``margin`` (2 points) of chance (10%): stuck, e.g. dead ReLUs after a too large step. A
+    shorter run near chance may simply not have had time, so it is not called stuck. Says which
+    runs failed, which trained where ``baseline`` (a label) failed, and the run with the best
+    final validation accuracy, with its test accuracy (the only test number: the chosen run's).
+    ``pairs`` of labels ``(without, with)`` add a line with the change in final validation
+    accuracy (points) that the second run's extra setting made.
 
     >>> from gradkit.train import History
-    >>> a = History(diverged=True, diverged_step=40); b = History(test_acc=[0.3]); c = History(test_acc=[0.11])
-    >>> c.loss = [2.3] * 200
+    >>> a = History(diverged=True, diverged_step=40); b = History(val_acc=[0.3], test_acc=[0.28])
+    >>> c = History(val_acc=[0.11], test_acc=[0.1]); c.loss = [2.3] * 200
     >>> print(remedy_findings(["plain", "clipped", "adam"], [a, b, c], baseline="plain"))
     Diverged: plain. Stuck at chance: adam (2 of 3 runs failed).
     Trained where plain failed: clipped.
-    Best final test accuracy: clipped, 30.0%.
+    Best final validation accuracy: clipped, 30.0% (its test accuracy: 28.0%).
     """
     if len(labels) != len(histories):
         raise ValueError(f"labels and histories must have the same length, got {len(labels)} and {len(histories)}")
     if baseline not in labels:
         raise ValueError(f"baseline={baseline!r} is not one of the labels; accepted values: {', '.join(labels)}")
+    for without, with_ in pairs:
+        if without not in labels or with_ not in labels:
+            raise ValueError(f"pairs must name labels; accepted values: {', '.join(labels)}")
+    _check_val(labels, histories)
     runs = dict(zip(labels, histories))
     diverged = [k for k, h in runs.items() if h.diverged]
-    near_chance = [k for k, h in runs.items() if not h.diverged and (h.final_test_acc or 0.0) <= CHANCE + margin]
+    near_chance = [k for k, h in runs.items() if not h.diverged and h.final_val_acc <= CHANCE + margin]
     stuck = [k for k in near_chance if len(runs[k].loss) >= min_steps]
     short = [k for k in near_chance if k not in stuck]
     failed = set(diverged) | set(stuck)
@@ -244,17 +268,16 @@ def remedy_findings(labels: Sequence[str], histories: Sequence[Any], baseline: s
         lines.append(f"{baseline} was too short to judge: inconclusive at this size.")
     else:
         lines.append(f"{baseline} trained at this size, so no remedy was needed to keep it stable.")
-    finished = [(h.final_test_acc, k) for k, h in runs.items() if h.final_test_acc is not None]
+    finished = [(h.final_val_acc, k) for k, h in runs.items() if h.final_val_acc is not None]
     if finished:
         acc, best = max(finished)
-        lines.append(f"Best final test accuracy: {best}, {_acc(acc)}.")
+        lines.append(f"Best final validation accuracy: {best}, {_acc(acc)} (its test accuracy: "
+                     f"{_acc(runs[best].final_test_acc)}).")
     effects = []
     for without, with_ in pairs:
-        if without not in runs or with_ not in runs:
-            raise ValueError(f"pairs must name labels; accepted values: {', '.join(labels)}")
-        a, b = runs[without].final_test_acc, runs[with_].final_test_acc
+        a, b = runs[without].final_val_acc, runs[with_].final_val_acc
         change = "diverged" if a is None or b is None else f"{100 * (b - a):+.1f} points"
         effects.append(f"{with_} vs {without}: {change}")
     if effects:
-        lines.append("Change in final test accuracy: " + "; ".join(effects) + ".")
+        lines.append("Change in final validation accuracy: " + "; ".join(effects) + ".")
     return "\n".join(lines)

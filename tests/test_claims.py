@@ -198,16 +198,94 @@ def test_verdict_vanishing():
         claims.verdict_vanishing([1.0], [1.0])
 
 
-def test_verdict_augmentation():
-    train = {"none": 0.95, "clip": 0.94, "augment": 0.80}
-    test = {"none": 0.50, "clip": 0.50, "augment": 0.55}
-    v = claims.verdict_augmentation(train, test)
-    assert v.outcome == FAILS and "by -1.0 points, augmentation by -20.0" in v.reason
-    assert claims.verdict_augmentation({**train, "clip": 0.80}, test).outcome == ONLY_WHEN
-    flat = {"none": 0.2, "clip": 0.2, "augment": 0.2}
-    assert claims.verdict_augmentation(flat, {"none": 0.19, "clip": 0.19, "augment": 0.2}).outcome == INCONCLUSIVE
+def test_verdict_augmentation_pairs_seeds_and_reports_the_spread():
+    train = {"none": [0.95, 0.93, 0.94], "clip": [0.94, 0.93, 0.93], "augment": [0.80, 0.79, 0.81]}
+    val = {"none": [0.50, 0.49, 0.51], "clip": [0.50, 0.50, 0.50], "augment": [0.55, 0.54, 0.56]}
+    # gap none: .45 .44 .43; clip: .44 .43 .43 -> d = (.01, .01, 0), mean 0.67 points < tol 2: does not hold
+    v = claims.verdict_augmentation(train, val)
+    assert v.outcome == FAILS and "by -0.7 points (noise bound ±2.0" in v.reason and "over 3 paired seeds" in v.reason
+    assert "gap 44.0 ± 1.0" in v.reason and "underfit" not in v.reason
+    # clipping shrinks the gap by 15 points on every seed: beyond the noise
+    shrunk = claims.verdict_augmentation({**train, "clip": [0.80, 0.78, 0.79]}, val)
+    assert shrunk.outcome == ONLY_WHEN and "smaller effective step" in shrunk.reason
+    # a mean shrink of 15 points with a wild spread is noise: d = (0.40, -0.19, 0.24), 2 se = 2 * 0.305 / sqrt(3)
+    noisy = claims.verdict_augmentation({**train, "clip": [0.55, 1.13, 0.69]}, val)
+    assert noisy.outcome == FAILS and "±35.2" in noisy.reason
+    # an augmented run below the plain run on validation is called underfitting
+    under = claims.verdict_augmentation(train, {**val, "augment": [0.30, 0.31, 0.29]})
+    assert "the augmented runs underfit at this length (validation 30.0% < 50.0%" in under.reason
+    assert claims.verdict_augmentation({k: v[:1] for k, v in train.items()},
+                                       {k: v[:1] for k, v in val.items()}).outcome == INCONCLUSIVE
+    flat = {"none": [0.2, 0.2], "clip": [0.2, 0.2], "augment": [0.2, 0.2]}
+    assert claims.verdict_augmentation(flat, {k: [0.19, 0.19] for k in flat}).outcome == INCONCLUSIVE
     with pytest.raises(ValueError, match="need the keys"):
-        claims.verdict_augmentation({"none": 1.0}, {"none": 1.0})
+        claims.verdict_augmentation({"none": [1.0]}, {"none": [1.0]})
+    with pytest.raises(ValueError, match="one value per seed"):
+        claims.verdict_augmentation({**train, "clip": [0.9]}, val)
+
+
+def test_verdict_dead_units():
+    v = claims.verdict_dead_units({"dead": 0.92, "acc": 0.1}, {"dead": 0.05, "acc": 0.3})
+    assert v.outcome == ONLY_WHEN and "92.0% of the ReLU units dead without clipping" in v.reason
+    assert claims.verdict_dead_units({"dead": 0.92, "acc": 0.1}, {"dead": 0.85, "acc": 0.1}).outcome == FAILS
+    assert claims.verdict_dead_units({"dead": 0.2, "acc": 0.3}, {"dead": 0.0, "acc": 0.3}).outcome == INCONCLUSIVE
+    with pytest.raises(ValueError, match="'dead' and 'acc'"):
+        claims.verdict_dead_units({"dead": 0.9}, {"dead": 0.1, "acc": 0.3})
+
+
+def test_dead_relu_share_by_hand_and_restores_the_mode():
+    net = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4, 4), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, -1.0, 0.0]).reshape(3, 1, 1, 1))
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))  # channel 1 sees -x <= 0, channel 2 is -1: dead
+        net[3].weight.zero_()
+        net[3].bias.copy_(torch.tensor([1.0, -1.0, -1.0, 2.0]))  # 2 of the 4 features dead
+    net.train()
+    x = torch.rand(5, 1, 2, 2) + 0.1
+    assert claims.dead_relu_share(net, x) == pytest.approx((2 + 2) / (3 + 4))
+    assert net.training
+    with pytest.raises(ValueError, match="no nn.ReLU modules"):
+        claims.dead_relu_share(nn.Linear(2, 2), torch.ones(1, 2))
+
+
+def test_update_direction_matches_hand_computed_sgd_momentum_and_adam_updates():
+    batches = _batches()
+    model = _model()
+    c = 0.05
+    opts = {"SGD": ("sgd", 0.1, 0.0), "momentum": ("sgd", 0.1, 0.9), "Adam": ("adam", 0.01, 0.0)}
+    d = claims.update_direction(model, batches, [f"norm:{c}", "value:0.01", "tensor_norm:0.05"], steps=3,
+                                optimizers=opts)
+    assert d.cos.shape == d.changed.shape == (3, 3, 3) and d.changed.all()
+    assert np.allclose(d.cos[0, 0], 1.0, atol=1e-12)   # plain SGD + global norm: same direction
+    assert (d.cos[0, 1] < 0.999).all() and (d.cos[0, 2] < 1 - 1e-6).all()  # value, per-tensor: turn SGD too
+    # momentum by hand, float64: the clipped run's buffer b_t = 0.9 b_{t-1} + s_t g_t; at step 2 the
+    # raw update is b_1 * 0.9 + g_2 and the clipped one 0.9 b_1 + s_2 g_2
+    net = copy.deepcopy(model).double()
+    buf, expected = None, []
+    for x, y in batches:
+        net.zero_grad()
+        F.cross_entropy(net(x.double()), y).backward()
+        g = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+        s = min(1.0, c / float(g.norm()))
+        raw = g if buf is None else 0.9 * buf + g
+        buf = s * g if buf is None else 0.9 * buf + s * g
+        expected.append(claims.cosine(buf, raw))
+        with torch.no_grad():
+            offset = 0
+            for p in net.parameters():
+                n = p.numel()
+                p.sub_(0.1 * buf[offset:offset + n].reshape(p.shape))
+                offset += n
+    assert np.allclose(d.cos[1, 0], expected, atol=1e-9)
+    assert d.cos[1, 0, 0] == pytest.approx(1.0) and (d.cos[1, 0, 1:] < 1 - 1e-6).all()
+    assert (d.cos[2, 0, 1:] < 1 - 1e-6).all()  # Adam turns after its first step
+    assert d.median_angle().shape == (3, 3)
+    v = claims.verdict_direction(d)
+    assert v.outcome == ONLY_WHEN and "global norm (norm:0.05) with SGD" in v.reason.split(";")[0]
+    with pytest.raises(ValueError, match="accepted values: sgd, adam"):
+        claims.update_direction(model, batches, ["norm:1"], steps=1, optimizers={"x": ("lbfgs", 0.1, 0.0)})
+    with pytest.raises(ValueError, match="steps must be"):
+        claims.update_direction(model, batches, ["norm:1"], steps=0)
 
 
 def test_verdict_threshold_one():
@@ -236,17 +314,32 @@ def test_verdict_scaled_value():
 
 
 def test_verdict_more_iterations():
-    # n_test = 10000: tol = 2 * sqrt(0.25 / 10000) = 1 point
-    v = claims.verdict_more_iterations({"a": [0.30, 0.40, 0.35], "b": [0.2, 0.3, 0.4]}, 100, 10000)
-    assert v.outcome == FAILS and "1 of 4" in v.reason and "more than 1.0 points" in v.reason
-    assert "a fell by 5.0 points between checkpoints 2 and 3" in v.reason
-    assert claims.verdict_more_iterations({"a": [0.3, 0.4, float("nan")]}, 100, 10000).outcome == FAILS
-    assert claims.verdict_more_iterations({"a": [0.3, 0.295, 0.4]}, 100, 10000).outcome == ONLY_WHEN
-    # the same 5-point drop on 200 test images (tol = 7.1 points) is noise
-    assert claims.verdict_more_iterations({"a": [0.30, 0.40, 0.35]}, 100, 200).outcome == ONLY_WHEN
-    assert claims.verdict_more_iterations({"a": [0.1, 0.12], "b": [0.09, 0.13]}, 100, 10000).outcome == INCONCLUSIVE
-    short = claims.verdict_more_iterations({"a": [0.30, 0.40, 0.2]}, 5, 10000)
-    assert short.outcome == INCONCLUSIVE and "5 steps between checkpoints" in short.reason
+    # n_eval = 10000: tol = 2 * sqrt(0.25 / 10000) = 1 point
+    curves = {"a": [0.30, 0.40, 0.35, 0.36], "b": [0.2, 0.3, 0.4, 0.45]}
+    v = claims.verdict_more_iterations(curves, 100, 10000)
+    assert v.outcome == FAILS and "1 of 2 runs" in v.reason and "more than 1.0 points" in v.reason
+    assert "a fell from 40.0% at checkpoint 2 to 35.0% at checkpoint 3" in v.reason
+    # lesson 06's stored counterexample: best 23.7% -> final 19.3% on 1000 images (tol 3.2 points)
+    lesson06 = claims.verdict_more_iterations({"SeedCNN c=1": [0.20, 0.237, 0.21, 0.193]}, 100, 1000)
+    assert lesson06.outcome == FAILS and "fell from 23.7% at checkpoint 2 to 19.3% at checkpoint 4" in lesson06.reason
+    # a slow decline, each step within tol, still counts against the running best
+    slow = claims.verdict_more_iterations({"a": [0.40, 0.392, 0.384, 0.376, 0.368]}, 100, 10000)
+    assert slow.outcome == FAILS
+    diverged = claims.verdict_more_iterations({"a": [0.3, 0.4, 0.41, float("nan")]}, 100, 10000)
+    assert diverged.outcome == FAILS and "a diverged after checkpoint 3" in diverged.reason
+    assert claims.verdict_more_iterations({"a": [0.3, 0.295, 0.4, 0.41]}, 100, 10000).outcome == ONLY_WHEN
+    # never-learned runs are named, not silently dropped
+    mixed = claims.verdict_more_iterations({"a": [0.3, 0.35, 0.4, 0.41], "dead": [0.1] * 4}, 100, 10000)
+    assert mixed.outcome == ONLY_WHEN and "and the run learns at all" in mixed.reason
+    assert "1 never left chance (dead)" in mixed.reason
+    # the same 5-point drop on 200 images (tol = 7.1 points) is noise
+    assert claims.verdict_more_iterations({"a": [0.30, 0.40, 0.35, 0.4]}, 100, 200).outcome == ONLY_WHEN
+    none = claims.verdict_more_iterations({"a": [0.1, 0.12, 0.1, 0.1], "b": [0.09, 0.13, 0.1, 0.1]}, 100, 10000)
+    assert none.outcome == INCONCLUSIVE and "2 never left chance" in none.reason
+    short = claims.verdict_more_iterations({"a": [0.30, 0.40, 0.2, 0.1]}, 5, 10000)
+    assert short.outcome == INCONCLUSIVE and "4 checkpoints 5 steps apart" in short.reason
+    few = claims.verdict_more_iterations({"a": [0.30, 0.40, 0.2]}, 100, 10000)
+    assert few.outcome == INCONCLUSIVE and ">= 4 checkpoints" in few.reason
 
 
 def test_verdict_threshold_speed():
@@ -274,19 +367,32 @@ def test_verdict_faster():
 
 
 def test_verdict_weight_vs_grad():
-    grad_run = {"max_grad_norm": 5.0, "max_update_grad": 1.0, "max_abs_weight": 0.4}
-    weight_run = {"max_grad_norm": 5.0, "max_update_grad": 5.0, "max_abs_weight": 0.05}
-    assert claims.verdict_weight_vs_grad(grad_run, weight_run, 1.0, 0.05).outcome == FAILS
-    quiet = {"max_grad_norm": 0.5, "max_update_grad": 0.5, "max_abs_weight": 0.01}
+    setup = {"epochs": 3, "augment": False, "seed": 0}
+    grad_run = {"max_grad_norm": 5.0, "max_update_grad": 1.0, "max_abs_weight": 0.4, "max_step": 0.3, "setup": setup}
+    weight_run = {"max_grad_norm": 5.0, "max_update_grad": 5.0, "max_abs_weight": 0.05, "max_step": 0.2, "setup": setup}
+    v = claims.verdict_weight_vs_grad(grad_run, weight_run, 1.0, 0.05)
+    assert v.outcome == FAILS and "largest step was ||dw|| = 0.3" in v.reason and "augment=False" in v.reason
+    quiet = {**grad_run, "max_grad_norm": 0.5, "max_update_grad": 0.5, "max_abs_weight": 0.01}
     assert claims.verdict_weight_vs_grad(quiet, quiet, 1.0, 0.05).outcome == INCONCLUSIVE
+    # the stored lesson compared 6 epochs without augmentation against 3 with: no conclusion
+    other = {**weight_run, "setup": {"epochs": 6, "augment": True, "seed": 0}}
+    unfair = claims.verdict_weight_vs_grad(grad_run, other, 1.0, 0.05)
+    assert unfair.outcome == INCONCLUSIVE and "differ in augment (False vs True), epochs (3 vs 6)" in unfair.reason
+    with pytest.raises(ValueError, match="need the keys"):
+        claims.verdict_weight_vs_grad({"max_grad_norm": 1.0}, weight_run, 1.0, 0.05)
 
 
 def test_verdict_direction():
-    v = claims.verdict_direction([1.0, 1.0], [0.9, 0.95], [True, True])
-    assert v.outcome == ONLY_WHEN and "median cos 0.9250" in v.reason
-    assert claims.verdict_direction([0.9], [0.9], [True]).outcome == HOLDS
-    assert claims.verdict_direction([1.0], [1.0], [True]).outcome == FAILS
-    assert claims.verdict_direction([1.0], [1.0], [False]).outcome == INCONCLUSIVE
+    on = np.ones((2, 2, 2), bool)
+    cos = np.array([[[1.0, 1.0], [0.9, 0.95]], [[0.99, 1.0], [0.8, 0.7]]])
+    d = claims.Direction(["SGD", "Adam"], ["norm:1.0", "value:0.1"], cos, on)
+    v = claims.verdict_direction(d)
+    assert v.outcome == ONLY_WHEN and v.reason.startswith("the clipping and optimiser are not global norm (norm:1.0) with SGD")
+    assert "value (value:0.1) with SGD: 22 deg" in v.reason  # median(arccos .9, arccos .95) = (25.84 + 18.19) / 2
+    assert claims.verdict_direction(claims.Direction(["SGD"], ["value:0.1"], cos[:1, 1:], on[:1, 1:])).outcome == HOLDS
+    assert claims.verdict_direction(claims.Direction(["SGD"], ["norm:1.0"], cos[:1, :1], on[:1, :1])).outcome == FAILS
+    idle = claims.verdict_direction(claims.Direction(["SGD"], ["norm:1.0"], cos[:1, :1], ~on[:1, :1]))
+    assert idle.outcome == INCONCLUSIVE and "never clipped" in idle.reason
 
 
 def test_smoothness_final_loss_is_the_last_quarter_mean_or_inf():
@@ -301,12 +407,13 @@ def test_claim_figures_plot_the_numbers_they_are_given():
     from gradkit import plots
 
     fig, axes = plt.subplots(1, 3)
-    plots.clip_angle_traces(axes[0], ["norm:1.0", "value:0.1"], np.array([[1.0, 0.5], [1.0, 0.0]]))
-    assert np.allclose(axes[0].lines[0].get_ydata(), [0.0, 0.0])
-    assert np.allclose(axes[0].lines[1].get_ydata(), [60.0, 90.0])
+    plots.update_angle_bars(axes[0], ["SGD", "Adam"], ["norm:1.0", "value:0.1"], np.array([[0.0, 30.0], [5.0, np.nan]]))
+    assert [round(p.get_height(), 6) for p in axes[0].patches] == [0.0, 30.0, 5.0, 0.0]
+    assert "not clipped" in [t.get_text() for t in axes[0].texts]
     plots.smoothness_scatter(axes[1], [1.0, 2.0, float("nan"), 4.0], [0.5, 1.0, 1.0, 0.0], rho=0.5)
     assert axes[1].collections[0].get_offsets().shape == (2, 2)
     assert "rho = 0.50" in axes[1].get_legend().get_texts()[0].get_text()
-    plots.train_test_bars(axes[2], {"a": 0.9, "b": 0.6}, {"a": 0.5, "b": 0.55})
+    plots.train_test_bars(axes[2], {"a": [0.9, 0.8], "b": [0.6, 0.6]}, {"a": [0.5, 0.4], "b": [0.55, 0.55]})
     assert [t.get_text() for t in axes[2].texts] == ["gap 40.0", "gap 5.0"]
+    assert [round(p.get_height(), 6) for p in axes[2].patches] == [85.0, 60.0, 45.0, 55.0]
     plt.close(fig)

@@ -133,47 +133,62 @@ def _history(**kw):
 
 def test_remedy_table_rows_by_hand():
     ok = _history(config={"clip": "norm:1"}, loss=[2.0] * 4, grad_norm_before=[0.5, 4.0, float("nan"), 2.0],
-                  clipped=[False, True, False, True], test_acc=[0.2, 0.35], epoch_seconds=[1.25, 1.0])
+                  clipped=[False, True, False, True], step_norm=[0.1, 0.9, 0.3, 0.2], val_acc=[0.2, 0.35],
+                  test_acc=[0.9, 0.9], epoch_seconds=[1.25, 1.0])
     bad = _history(diverged=True, diverged_step=7, grad_norm_before=[1.0, 1e6], clipped=[False, False])
     lines = remedy_table(["clipped", "plain"], [ok, bad]).splitlines()
-    assert lines[2] == "| clipped | no | 35.0% | 35.0% | 4 | 50% | 2.2 |"
-    assert lines[3] == "| plain | yes, step 7 | - | - | 1e+06 | 0% | 0.0 |"
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|") == 9
+    # validation numbers, never the test ones; largest step = max step_norm
+    assert lines[2] == "| clipped | no | 35.0% | 35.0% | 4 | 0.9 | 50% | 2.2 |"
+    assert lines[3] == "| plain | yes, step 7 | - | - | 1e+06 | - | 0% | 0.0 |"
+    dead = remedy_table(["clipped", "plain"], [ok, bad], dead=[0.125, None]).splitlines()
+    assert "dead ReLU units" in dead[0] and dead[2].endswith("| 12.5% | 2.2 |") and dead[3].endswith("| - | 0.0 |")
     with pytest.raises(ValueError, match="same length"):
         remedy_table(["a"], [])
+    with pytest.raises(ValueError, match="one value"):
+        remedy_table(["a"], [ok], dead=[])
+    with pytest.raises(ValueError, match="without validation accuracy: x"):
+        remedy_table(["x"], [_history(test_acc=[0.3])])
 
 
-def test_remedy_findings_names_failed_and_rescued_runs():
-    runs = {"plain": _history(diverged=True, diverged_step=3), "clip": _history(test_acc=[0.25]),
-            "bn": _history(test_acc=[0.40]), "adam": _history(test_acc=[0.115], loss=[2.3] * 100)}
+def test_remedy_findings_names_failed_and_rescued_runs_on_validation():
+    runs = {"plain": _history(diverged=True, diverged_step=3), "clip": _history(val_acc=[0.25], test_acc=[0.99]),
+            "bn": _history(val_acc=[0.40], test_acc=[0.38]),
+            "adam": _history(val_acc=[0.115], test_acc=[0.9], loss=[2.3] * 100)}
     text = remedy_findings(list(runs), list(runs.values()), baseline="plain")
     assert text.splitlines() == ["Diverged: plain. Stuck at chance: adam (2 of 4 runs failed).",
                                  "Trained where plain failed: clip, bn.",
-                                 "Best final test accuracy: bn, 40.0%."]
+                                 "Best final validation accuracy: bn, 40.0% (its test accuracy: 38.0%)."]
     calm = remedy_findings(["clip", "bn"], [runs["clip"], runs["bn"]], baseline="clip")
     assert "clip trained at this size" in calm
-    short = remedy_findings(["plain", "bn"], [_history(test_acc=[0.1], loss=[2.3] * 10), runs["bn"]], baseline="plain")
+    short = remedy_findings(["plain", "bn"], [_history(val_acc=[0.1], loss=[2.3] * 10), runs["bn"]], baseline="plain")
     assert short.splitlines()[:2] == ["Diverged: none. Stuck at chance: none (0 of 2 runs failed). Too short "
                                       "(< 100 steps) to call stuck: plain.",
                                       "plain was too short to judge: inconclusive at this size."]
     with pytest.raises(ValueError, match="accepted values: clip, bn"):
         remedy_findings(["clip", "bn"], [runs["clip"], runs["bn"]], baseline="x")
     paired = remedy_findings(list(runs), list(runs.values()), baseline="plain", pairs=[("clip", "bn"), ("plain", "clip")])
-    assert paired.splitlines()[-1] == "Change in final test accuracy: bn vs clip: +15.0 points; clip vs plain: diverged."
+    assert paired.splitlines()[-1] == "Change in final validation accuracy: bn vs clip: +15.0 points; clip vs plain: diverged."
     with pytest.raises(ValueError, match="pairs must name labels"):
         remedy_findings(list(runs), list(runs.values()), baseline="plain", pairs=[("clip", "nope")])
+    with pytest.raises(ValueError, match="without validation accuracy"):
+        remedy_findings(["a", "b"], [_history(test_acc=[0.3]), runs["bn"]], baseline="a")
 
 
-def test_remedy_bars_draw_a_bar_per_finished_run_and_mark_diverged_ones():
+def test_remedy_bars_draw_a_bar_per_finished_run_dots_on_the_log_axis_and_mark_diverged_ones():
     import matplotlib.pyplot as plt
 
     from gradkit.plots import remedy_bars
 
-    ok = _history(grad_norm_before=[1.0, 40.0], test_acc=[0.3])
+    ok = _history(grad_norm_before=[1.0, 40.0], val_acc=[0.3], test_acc=[0.9])
     bad = _history(diverged=True, diverged_step=9, grad_norm_before=[2.0, float("inf")])
     fig, (ax_acc, ax_norm) = plt.subplots(1, 2)
     remedy_bars(ax_acc, ax_norm, ["ok", "bad"], [ok, bad])
     assert [round(p.get_width(), 6) for p in ax_acc.patches] == [30.0]
-    assert sorted(round(p.get_width(), 6) for p in ax_norm.patches) == [2.0, 40.0]
+    assert not ax_norm.patches  # no bars on the log axis
+    dots = sorted(float(line.get_xdata()[0]) for line in ax_norm.lines if line.get_marker() == "o")
+    assert dots == [2.0, 40.0]
+    assert ax_norm.get_xscale() == "log"
     assert any(t.get_text() == "diverged at step 9" for t in ax_acc.texts)
     top_down = sorted(zip(ax_acc.get_yticks(), [t.get_text() for t in ax_acc.get_yticklabels()]), reverse=True)
     assert [label for _, label in top_down] == ["ok", "bad"]
