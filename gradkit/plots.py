@@ -77,7 +77,8 @@ def color_for(method: str) -> str:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:g}"
+    # 3 significant digits: a slider's 1.99526 reads 2, 0.011749 reads 0.0117.
+    return f"{value:.3g}"
 
 
 def spec_label(spec: str | float | None) -> str:

@@ -191,7 +191,7 @@ class History:
         """Legend text: the clip setting and the learning rate; synthetic runs say so."""
         from .plots import spec_label  # here, so that training does not pull in matplotlib
 
-        text = f"{spec_label(self.config.get('clip'))}, lr={self.config.get('lr', math.nan):g}"
+        text = f"{spec_label(self.config.get('clip'))}, lr={self.config.get('lr', math.nan):.3g}"
         return text + " [synthetic data]" if self.synthetic else text
 
     def save(self, path: str | Path) -> Path:
