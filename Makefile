@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.gradkit-installed
 PROFILE ?=
 PYTEST_ARGS ?=
 
-.PHONY: all install report test lab doctor bench notebooks clean
+.PHONY: all install report test browser-test lab doctor bench notebooks slides clean
 
 all: install
 
@@ -28,6 +28,17 @@ test: $(STAMP)
 		--doctest-modules --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
 		--durations=15 -p no:cacheprovider $(PYTEST_ARGS)
 
+# The widget lessons in JupyterLab, driven in Debian's Chromium (/usr/bin/chromium) by Playwright, and
+# executed with plain papermill (GRADKIT_PAPERMILL_REPEAT times each, default 1); screenshots in reports/browser/.
+BROWSER_STAMP := $(VENV)/.gradkit-browser-installed
+$(BROWSER_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,browser]"
+	touch $(BROWSER_STAMP)
+
+browser-test: $(BROWSER_STAMP)
+	GRADKIT_BROWSER_TEST=1 GRADKIT_PROFILE=$(or $(PROFILE),smoke) $(BIN)/python -m pytest tests/browser \
+		-s -p no:cacheprovider $(PYTEST_ARGS)
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
@@ -38,6 +49,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/clip_overhead.py
 	$(BIN)/python bench/train_throughput.py --width 0.25 --subset 5000 --test-subset 2000 --epochs 2
 	$(BIN)/python bench/sweep_throughput.py
+
+# One offline reveal.js deck per lesson (from the stored outputs) in reports/slides/.
+slides: $(STAMP)
+	$(BIN)/python -m gradkit slides notebooks/[0-9][0-9]_*.ipynb --out reports/slides
 
 # Re-execute the lessons in place (cpu profile) so the stored outputs are fresh.
 notebooks: $(STAMP)

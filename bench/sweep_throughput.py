@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from gradkit import runtime  # noqa: E402
 from gradkit.data import cifar10  # noqa: E402
-from gradkit.train import sweep  # noqa: E402
+from gradkit.runs import sweep  # noqa: E402
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 

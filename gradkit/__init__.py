@@ -8,7 +8,7 @@ The names most lessons need are importable from here:
 - diagnostics (:mod:`gradkit.monitor`): ``GradMonitor``;
 - data and models (:mod:`gradkit.data`, :mod:`gradkit.models`): ``cifar10``, ``synthetic``,
   ``SeedCNN``, ``PlainCNN``, ``ResNet``;
-- training (:mod:`gradkit.train`, :mod:`gradkit.suggest`, :mod:`gradkit.remedies`): ``fit``,
+- training (:mod:`gradkit.train`, :mod:`gradkit.runs`, :mod:`gradkit.suggest`, :mod:`gradkit.remedies`): ``fit``,
   ``sweep``, ``suggest_threshold``, ``constraint("max_norm:3")``.
 
 Figures, widgets, toys, sweeps and reports live in their own modules (``gradkit.plots``,
@@ -22,21 +22,38 @@ Figures, widgets, toys, sweeps and reports live in their own modules (``gradkit.
 
 __version__ = "0.1.0"
 
-from gradkit.clip import (  # noqa: F401
-    AutoClip,
-    ClipResult,
-    Clipper,
-    adaptive_clip_grad,
-    clip_grad_norm,
-    clip_grad_norm_per_tensor,
-    clip_grad_scaled_value,
-    clip_grad_value,
-    clipper,
-    grad_norm,
-)
-from gradkit.monitor import GradMonitor, MonitorHistory  # noqa: F401
-from gradkit.data import Dataset, cifar10, synthetic  # noqa: F401
-from gradkit.models import PlainCNN, ResNet, SeedCNN, build_model, count_params, flops_per_image  # noqa: F401
-from gradkit.train import DeviceLoader, History, fit, load_sweep, sweep  # noqa: F401
-from gradkit.suggest import ThresholdSuggestion, suggest_threshold  # noqa: F401
-from gradkit.remedies import Constraint, clip_weights_, constraint, max_norm_  # noqa: F401
+import importlib
+from typing import Any
+
+# Each public name and the module that holds it. Modules load on first use of a name, so that
+# `import gradkit` stays cheap and `python -m gradkit doctor` runs even when torch is broken.
+_EXPORTS = {
+    "gradkit.clip": ("AutoClip", "ClipResult", "Clipper", "adaptive_clip_grad", "clip_grad_norm",
+                     "clip_grad_norm_per_tensor", "clip_grad_scaled_value", "clip_grad_value", "clipper", "grad_norm"),
+    "gradkit.monitor": ("GradMonitor", "MonitorHistory"),
+    "gradkit.data": ("Dataset", "cifar10", "synthetic"),
+    "gradkit.models": ("PlainCNN", "ResNet", "SeedCNN", "build_model", "count_params", "flops_per_image"),
+    "gradkit.train": ("DeviceLoader", "History", "fit"),
+    "gradkit.runs": ("load_sweep", "sweep"),
+    "gradkit.suggest": ("ThresholdSuggestion", "suggest_threshold"),
+    "gradkit.remedies": ("Constraint", "clip_weights_", "constraint", "max_norm_"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    try:  # submodules: gradkit.plots, gradkit.toys, ...
+        return importlib.import_module(f"gradkit.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"gradkit.{name}":
+            raise
+        raise AttributeError(f"module 'gradkit' has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

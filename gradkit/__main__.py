@@ -1,4 +1,4 @@
-"""Command line: ``python -m gradkit doctor`` and ``python -m gradkit report``."""
+"""Command line: ``python -m gradkit doctor``, ``python -m gradkit report`` and ``python -m gradkit slides``."""
 
 from __future__ import annotations
 
@@ -19,12 +19,29 @@ def main(argv: list[str] | None = None) -> int:
                      help="sizes to run with (default: $GRADKIT_PROFILE, else cpu)")
     rep.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports/)")
     rep.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell (default: none)")
+    sl = sub.add_parser("slides", help="write a reveal.js slide deck (one HTML file, works offline) from a lesson")
+    sl.add_argument("notebooks", nargs="+", help="lesson numbers (02) or notebook paths")
+    sl.add_argument("--out", type=Path, default=Path("reports/slides"), help="output folder (default: reports/slides/)")
+    sl.add_argument("--execute", action="store_true", help="run the lesson first (default: use its stored outputs)")
+    sl.add_argument("--profile", choices=("smoke", "cpu", "full"), default=None,
+                    help="sizes for --execute (default: $GRADKIT_PROFILE, else cpu)")
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
         from .doctor import doctor
 
         return doctor()
+    if args.command == "slides":
+        from .lessons.slides import resolve, write_slides
+
+        try:
+            paths = [resolve(n) for n in args.notebooks]
+            for path in paths:
+                print(f"{path.name} -> {write_slides(path, args.out, args.execute, args.profile)}")
+        except (ValueError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
 
     from .report import parse_value, run_report
 

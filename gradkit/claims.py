@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import CHANCE, check_int, check_positive
 from .clip import clipper
 from .train import DeviceLoader, evaluate
 
 HOLDS, FAILS, ONLY_WHEN, INCONCLUSIVE = "holds", "does not hold", "holds only when", "inconclusive at this size"
 OUTCOMES = (HOLDS, FAILS, ONLY_WHEN, INCONCLUSIVE)
-CHANCE = 0.1  # CIFAR-10 accuracy of a guess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,8 +168,7 @@ def clip_geometry(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], sp
     >>> round(float(geo.cos_raw[:, 0].min()), 6), bool(geo.cos_raw[:, 1].max() < 1), geo.norm.shape
     (1.0, True, (2, 2))
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_int("steps", steps)
     specs = [clipper(s).spec for s in specs]
     train_fn = clipper(train_clip)
     raw_norm, norm, cos_raw, changed = [], [], [], []
@@ -230,10 +229,8 @@ def smoothness_trace(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
     >>> tr.smoothness.shape, tr.diverged
     ((3,), False)
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    check_int("steps", steps)
+    check_positive("lr", lr)
     clip_fn = clipper(clip)
     params = [p for p in model.parameters() if p.requires_grad]
     losses, norms, smooth = [], [], []
@@ -272,8 +269,7 @@ def step_times(model: nn.Module, x: Tensor, y: Tensor, specs: Sequence[Any], rep
     >>> list(step_times(m, x, y, ["none", "norm:1"], repeats=2))
     ['none', 'norm:1.0']
     """
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    check_int("repeats", repeats)
     fns = [clipper(s) for s in specs]
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     times: dict[str, list[float]] = {fn.spec: [] for fn in fns}

@@ -10,7 +10,7 @@ are changed in place, and the :class:`ClipResult` holds 0-d tensors on the gradi
 
 - :func:`grad_norm`: ||g||_p over all gradients, read-only.
 - :func:`clip_grad_value`: g_i <- clamp(g_i, -c, c).
-- :func:`clip_grad_norm`: g <- g * min(1, c / (||g||_p + 1e-6)), one norm for all gradients.
+- :func:`clip_grad_norm`: g <- g * c / (||g||_p + 1e-6) when ||g||_p > c, one norm for all gradients.
 - :func:`clip_grad_norm_per_tensor`: the same for each tensor on its own.
 - :func:`clip_grad_scaled_value`: g_i <- clamp(g_i, -c/sqrt(n), c/sqrt(n)).
 - :func:`adaptive_clip_grad`: unit-wise clipping relative to the weights (AGC, NFNets).
@@ -33,7 +33,13 @@ from typing import Callable, Iterable, Optional, Union
 
 import torch
 from torch import Tensor, nn
-from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+from gradkit.checks import METHOD_NAMES, spec_label  # noqa: F401  (legend text: Clipper.label)
+
+try:  # torch's private C++ grouping (what clip_grad_norm_ uses); a plain Python one stands in if it moves
+    from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+except ImportError:  # pragma: no cover - depends on the torch version
+    _group_tensors_by_device_and_dtype = None
 
 Params = Union[nn.Module, Tensor, Iterable[Tensor], Iterable[tuple[str, Tensor]]]
 Threshold = Union[float, Tensor]
@@ -131,13 +137,26 @@ def _device(tensors: list[Tensor]) -> torch.device:
     return tensors[0].device if tensors else torch.device("cpu")
 
 
+def _plain_groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor], list[int]]]:
+    """The grouping of :func:`_groups` in plain Python, for a torch without the private helper."""
+    grouped: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[int]]] = {}
+    for i, t in enumerate(tensors):
+        group, idx = grouped.setdefault((t.device, t.dtype), ([], []))
+        group.append(t)
+        idx.append(i)
+    return [(device, group, idx) for (device, _), (group, idx) in grouped.items()]
+
+
 def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor], list[int]]]:
     """``tensors`` grouped by (device, dtype), with their positions: one foreach launch per group.
 
-    torch's own (C++) grouping, the one ``clip_grad_norm_`` uses, so the Python cost is the same.
+    torch's own (C++) grouping, the one ``clip_grad_norm_`` uses, so the Python cost is the same;
+    :func:`_plain_groups` when this torch does not have it.
     """
     if not tensors:
         return []
+    if _group_tensors_by_device_and_dtype is None:
+        return _plain_groups(tensors)
     grouped = _group_tensors_by_device_and_dtype([tensors], with_indices=True)  # type: ignore[list-item]
     return [(device, group, idx) for (device, _), ([group], idx) in grouped.items()]  # type: ignore[misc]
 
@@ -223,21 +242,45 @@ def grad_norm(params: Params, norm_type: float = 2.0) -> Tensor:
     return _total(grads, p)
 
 
+def _norm_coef(norm: Tensor, max_norm: Threshold) -> Tensor:
+    """The factor of norm clipping: 1 where ||g|| <= c (nothing is cut), else c / (||g|| + 1e-6).
+
+    torch multiplies by min(1, c / (||g|| + 1e-6)) everywhere, which is also below 1 (by about
+    1e-6 / c) when ||g|| is within 1e-6 of c: gradkit leaves such a gradient exactly as it is, so
+    that a step counts as clipped only when its norm exceeded c. A nan norm gives a nan factor, as
+    in torch; an infinite one gives 0.
+    """
+    return torch.where(norm <= max_norm, torch.ones_like(norm), max_norm / (norm + NORM_EPS))
+
+
+def _scaled_norm(norm: Tensor, coef: Tensor) -> Tensor:
+    """||coef * g|| = coef * ||g|| (norms are homogeneous: no second pass over the gradients).
+
+    A finite gradient whose norm overflowed to inf is scaled by 0 (as torch does): its norm after
+    is 0, not inf * 0 = nan. (A gradient that already held an inf element gets nan there from the
+    multiplication; its norm_before is inf too, and the nan shows in the next step's loss.)
+    """
+    return torch.where(torch.isinf(norm) & (coef == 0), torch.zeros_like(norm), norm * coef)
+
+
 def _scale_to_norm(grads: list[Tensor], total: Tensor, max_norm: Threshold) -> ClipResult:
-    """g <- g * min(1, c / (total + 1e-6)), always multiplied so that no branch reads the GPU."""
-    coef = torch.clamp(max_norm / (total + NORM_EPS), max=1.0)
+    """g <- g * coef (see :func:`_norm_coef`), always multiplied so that no branch reads the GPU."""
+    coef = _norm_coef(total, max_norm)
     _mul_(grads, coef)
-    # Norms are homogeneous, ||a g|| = a ||g||: no second pass over the gradients.
-    return _result(total, total * coef, max_norm, coef < 1)
+    return _result(total, _scaled_norm(total, coef), max_norm, coef < 1)
 
 
 @torch.no_grad()
 def clip_grad_norm(params: Params, max_norm: Threshold, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> ClipResult:
-    """Global norm clipping: g <- g * min(1, c / (||g||_p + 1e-6)), ||g||_p over all gradients.
+    """Global norm clipping: g <- g * c / (||g||_p + 1e-6) when ||g||_p > c, else g is left as it
+    is; ||g||_p over all gradients.
 
     The direction of the whole gradient is kept and its length capped at c; the numbers equal
-    ``torch.nn.utils.clip_grad_norm_`` (same foreach kernels, same 1e-6). ``norm_type`` is any
-    p >= 1 or inf. With ``error_if_nonfinite=True`` a nan/inf norm raises ``RuntimeError``;
+    ``torch.nn.utils.clip_grad_norm_`` (same foreach kernels, same 1e-6), except that a gradient
+    whose norm is within 1e-6 of c but not above it is left exactly as it is (torch scales it by
+    c / (||g|| + 1e-6), a hair below 1). A step counts as clipped when ||g||_p > c. A finite
+    gradient whose norm overflows to inf is zeroed, as by torch, and ``norm_after`` reads 0.
+    ``norm_type`` is any p >= 1 or inf. With ``error_if_nonfinite=True`` a nan/inf norm raises ``RuntimeError``;
     that check reads the norm on the host (one sync), as torch's does.
 
     >>> w = torch.zeros(2); w.grad = torch.tensor([3.0, 4.0])
@@ -261,7 +304,7 @@ def clip_grad_norm(params: Params, max_norm: Threshold, norm_type: float = 2.0, 
 
 @torch.no_grad()
 def clip_grad_norm_per_tensor(params: Params, max_norm: Threshold, norm_type: float = 2.0) -> ClipResult:
-    """Norm clipping of each tensor on its own: g_t <- g_t * min(1, c / (||g_t||_p + 1e-6)).
+    """Norm clipping of each tensor on its own: g_t <- g_t * c / (||g_t||_p + 1e-6) when ||g_t||_p > c.
 
     Each tensor keeps its direction but the whole gradient does not: tensors with large
     gradients are scaled more than the others. ``norm_before``/``norm_after`` are the totals.
@@ -276,10 +319,10 @@ def clip_grad_norm_per_tensor(params: Params, max_norm: Threshold, norm_type: fl
     p = _check_norm_type(norm_type)
     grads = _grads(params)
     norms = _norms(grads, p, _device(grads))
-    coefs = torch.clamp(c / (norms + NORM_EPS), max=1.0)
+    coefs = _norm_coef(norms, c)
     _mul_(grads, coefs)
     before = torch.linalg.vector_norm(norms, p)
-    after = torch.linalg.vector_norm(norms * coefs, p)
+    after = torch.linalg.vector_norm(_scaled_norm(norms, coefs), p)
     fraction = (coefs < 1).float().mean() if grads else torch.zeros_like(before)
     return _result(before, after, c, fraction)
 
@@ -404,7 +447,7 @@ def adaptive_clip_grad(params: Params, clipping: Threshold = 0.01, eps: float = 
         cut = g_units > max_units
         coef = torch.where(cut, max_units / torch.clamp(g_units, min=AGC_GRAD_EPS), torch.ones_like(g_units))
         g.mul_(coef.reshape(g.shape[:1] + (1,) * (g.ndim - 1)) if g.ndim >= 2 else coef.reshape(()))
-        sq_after.append((g_units * coef).square().sum().to(device))
+        sq_after.append(_scaled_norm(g_units, coef).square().sum().to(device))
         changed.append(cut.any().to(device))
     zero = torch.zeros((), device=device)
     before = torch.stack(sq_before).sum().sqrt() if pairs else zero
@@ -418,9 +461,11 @@ class AutoClip:
     gradient 2-norms seen so far, this step's included.
 
     Each call: append ||g||_2 to the history, c = percentile(history, p) with linear
-    interpolation, then g <- g * min(1, c / (||g|| + 1e-6)). This follows the authors' reference
-    code, which appends the norm, takes ``np.percentile`` (linear interpolation by default) and
-    calls ``clip_grad_norm_``; ``torch.quantile`` interpolates the same way. The history stays on
+    interpolation, then g <- g * c / (||g|| + 1e-6) when ||g|| > c. This follows the authors'
+    reference code, which appends the norm, takes ``np.percentile`` (linear interpolation by
+    default) and calls ``clip_grad_norm_``; ``torch.quantile`` interpolates the same way. A norm
+    equal to the percentile (always so on the first step) is not cut and the step does not count
+    as clipped (``clip_grad_norm_`` would scale it by c / (c + 1e-6)). The history stays on
     the device in a growing buffer, so no step waits for the host. A nan norm stays in the
     history and makes later thresholds nan, as in the reference code. Calls with no gradients
     record nothing.
@@ -518,9 +563,6 @@ class Clipper:
 
     @property
     def label(self) -> str:
-        # Imported here so that clipping does not pull in matplotlib.
-        from gradkit.plots import spec_label
-
         return spec_label(self.spec)
 
     def __call__(self, params: Params) -> ClipResult:

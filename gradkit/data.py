@@ -11,7 +11,12 @@ Where the data comes from: the first given of the ``root`` argument, ``$GRADKIT_
   in it, read as a stream without extracting it.
 
 The decoded arrays go into one file in ``$GRADKIT_CACHE`` (default ``~/.cache/gradkit``), keyed
-by the source's path, size and modification time, so only the first call decodes.
+by the source's path and its files' sizes and modification times, with a checksum that is checked
+on every load, so only the first call decodes and a damaged cache is rebuilt, never used.
+
+Nothing in the data can run code: batch files (pickles) are read only when their MD5 is the
+published one, through an unpickler that builds nothing but arrays, lists and bytes; image sizes
+are read from the file header before any pixel is decoded.
 
 >>> data = synthetic(n=20, n_test=10)
 >>> data.train_x.shape, data.train_x.dtype, data.name
@@ -37,6 +42,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .checks import check_int
 from .runtime import resolve_device
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -45,8 +51,22 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 TORCHVISION_DIR = "cifar-10-batches-py"
 TORCHVISION_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+# The published MD5 of each original batch file (torchvision's CIFAR10 checks the same ones). A batch
+# file is a pickle, and unpickling runs whatever the file says: it is checked before it is read.
+BATCH_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
 SPLITS = ("train", "test")
-CACHE_VERSION = 1
+ARRAY_KEYS = ("train_x", "train_y", "test_x", "test_y")
+# A 32x32 image file is a few kB; anything larger is not one, and is not read into memory.
+MAX_IMAGE_BYTES = 1 << 20
+MAX_BATCH_BYTES = 64 << 20
+CACHE_VERSION = 2
 # The validation split is drawn with its own fixed seed, so runs of every seed validate on the same images.
 VAL_SEED = 12345
 LAYOUTS = (
@@ -99,12 +119,6 @@ class Dataset:
         )
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _mean_std(x: Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Per-channel mean and population std of uint8 images (N, 3, H, W), in [0, 1] units.
 
@@ -135,10 +149,10 @@ def synthetic(n: int = 512, n_test: int = 256, seed: int = 0, device: str | torc
     >>> sorted(d.train_y.tolist()) == list(range(10)), d.synthetic, d.n_val
     (True, True, 20)
     """
-    _check_int("n", n, 1)
-    _check_int("n_test", n_test, 1)
-    _check_int("n_val", n_val, 0)
-    _check_int("seed", seed, 0)
+    check_int("n", n, 1)
+    check_int("n_test", n_test, 1)
+    check_int("n_val", n_val, 0)
+    check_int("seed", seed, 0)
     g = torch.Generator().manual_seed(seed)
     # Fixed colours (not seeded) so train and test of any seed share the class structure.
     palette = torch.tensor(
@@ -172,8 +186,16 @@ def synthetic(n: int = 512, n_test: int = 256, seed: int = 0, device: str | torc
 # ---- finding the data ---------------------------------------------------------------------
 
 
+def _check_root(root: object) -> None:
+    if root is not None and (not isinstance(root, (str, os.PathLike)) or isinstance(root, bytes)
+                             or not os.fspath(root)):
+        raise ValueError(f"root must be None or a non-empty path to a folder or .tar.gz archive (str or "
+                         f"pathlib.Path), got {root!r}")
+
+
 def _data_root(root: str | os.PathLike[str] | None) -> tuple[Path, str]:
     """The data root and where it came from (for messages)."""
+    _check_root(root)
     if root is not None:
         return Path(root).expanduser(), "the root argument"
     if os.environ.get("GRADKIT_DATA"):
@@ -238,16 +260,25 @@ def _not_found(root: Path, origin: str, reason: str) -> FileNotFoundError:
 
 
 def _decode(data: bytes | Path, name: str) -> np.ndarray:
-    """One image file as a (32, 32, 3) uint8 array; errors name the file."""
+    """One image file as a (32, 32, 3) uint8 array; errors name the file.
+
+    The size is read from the file's header before any pixel is decoded, so a huge image costs
+    nothing but its header."""
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             size = image.size
+            if size != (32, 32):
+                raise _WrongSize(f"{name}: image is {size[0]}x{size[1]}, CIFAR-10 images are 32x32")
             array = np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
+    except _WrongSize as err:
+        raise ValueError(str(err)) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"{name}: not a readable image ({err})") from err
-    if size != (32, 32):
-        raise ValueError(f"{name}: image is {size[0]}x{size[1]}, CIFAR-10 images are 32x32")
     return array
+
+
+class _WrongSize(Exception):
+    """An image that is not 32x32 (kept apart from PIL's own errors in :func:`_decode`)."""
 
 
 def _assemble(images: dict[str, dict[str, list[tuple[str, np.ndarray]]]], where: str) -> dict[str, Tensor]:
@@ -295,12 +326,40 @@ def _read_folders(folder: Path) -> tuple[dict[str, Tensor], str]:
     return _assemble(images, str(folder)), _name(jpeg)
 
 
-def _unpickle_batch(data: bytes, name: str) -> tuple[np.ndarray, list[int]]:
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR-10 batch holds: dicts, lists, bytes, ints and
+    numpy arrays. Any other global (a function to call, a class to build) is refused, so a
+    crafted file cannot run code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds only arrays, "
+                                         "lists and bytes")
+        return super().find_class(module, name)
+
+
+def _unpickle_batch(data: bytes, key: str, name: str) -> tuple[np.ndarray, list[int]]:
+    """The images and labels of batch file ``key`` (read from ``name``), after checking its
+    published MD5, with an unpickler that admits nothing but arrays, lists and bytes."""
+    expected = BATCH_MD5.get(key)
+    digest = hashlib.md5(data).hexdigest()
+    if expected is None or digest != expected:
+        raise ValueError(
+            f"{name}: MD5 {digest} is not the published {expected or 'checksum of any CIFAR-10 batch'}: the file "
+            f"is corrupt, partial or not the original, and was not unpickled (unpickling can run code). "
+            f"Delete it and download CIFAR-10 again ({DOWNLOAD_URL})."
+        )
     try:
-        batch = pickle.loads(data, encoding="bytes")
+        batch = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
         x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3 * 32 * 32)
         labels = list(batch[b"labels"])
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise ValueError(f"{name}: not a CIFAR-10 batch file ({err!r})") from err
     if len(labels) != len(x) or not all(0 <= v < 10 for v in labels):
         raise ValueError(f"{name}: labels do not match the images (corrupt batch file)")
@@ -323,7 +382,7 @@ def _read_torchvision(folder: Path) -> tuple[dict[str, Tensor], str]:
         path = folder / name
         if not path.is_file():
             raise ValueError(f"{path}: file missing from torchvision's CIFAR-10 folder (partial download?)")
-        batches[name] = _unpickle_batch(path.read_bytes(), str(path))
+        batches[name] = _unpickle_batch(path.read_bytes(), name, str(path))
     return _batches_to_tensors(batches), "CIFAR-10"
 
 
@@ -341,9 +400,16 @@ def _read_archive(path: Path) -> tuple[dict[str, Tensor], str]:
                     continue
                 where = f"{path}:{member.name}"
                 if parts[-1] in batch_names and len(parts) >= 2 and parts[-2] == TORCHVISION_DIR:
-                    batches[parts[-1]] = _unpickle_batch(tar.extractfile(member).read(), where)  # type: ignore[union-attr]
+                    if member.size > MAX_BATCH_BYTES:
+                        raise ValueError(f"{where}: {member.size} bytes, larger than any CIFAR-10 batch file "
+                                         f"(about 31 MB); not read")
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    batches[parts[-1]] = _unpickle_batch(data, parts[-1], where)
                 elif (PurePosixPath(parts[-1]).suffix.lower() in IMAGE_SUFFIXES and 3 <= len(parts) <= 4
                       and parts[-3] in SPLITS):
+                    if member.size > MAX_IMAGE_BYTES:
+                        raise ValueError(f"{where}: {member.size} bytes, too large for a 32x32 image "
+                                         f"(limit {MAX_IMAGE_BYTES} bytes); not read")
                     jpeg = jpeg or not parts[-1].lower().endswith(".png")
                     array = _decode(tar.extractfile(member).read(), where)  # type: ignore[union-attr]
                     images.setdefault(parts[-3], {}).setdefault(parts[-2], []).append((parts[-1], array))
@@ -370,24 +436,61 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GRADKIT_CACHE") or "~/.cache/gradkit").expanduser()
 
 
-def _cache_key(kind: str, path: Path) -> str:
-    """Path, size and mtime of what identifies the source. For image folders the split and class
-    folders' mtimes stand in for the 60,000 files: adding or removing a file changes them, and
-    one stat per folder keeps the cached load fast."""
-    path = path.resolve()
+def _source_files(kind: str, path: Path) -> list[Path]:
+    """The files whose contents make up the source: the archive, the six batch files, or every
+    image file of the split/class folders."""
     if kind == "archive":
-        stamps = [path]
-    elif kind == "torchvision":
-        stamps = [path / n for names in TORCHVISION_FILES.values() for n in names]
-    else:
-        stamps = [path / s for s in SPLITS if (path / s).is_dir()]
-        stamps += [c for s in list(stamps) for c in sorted(s.iterdir()) if c.is_dir()]
+        return [path]
+    if kind == "torchvision":
+        return [path / n for names in TORCHVISION_FILES.values() for n in names]
+    files = []
+    for split in SPLITS:
+        if (path / split).is_dir():
+            for class_dir in sorted(c for c in (path / split).iterdir() if c.is_dir()):
+                files += sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    return files
+
+
+def _cache_key(kind: str, path: Path) -> str:
+    """A hash of the source's path and of each of its files' name, size and mtime (ns): a file
+    added, removed, or rewritten in place (even under the same name) makes a new key. One stat
+    per file."""
+    path = path.resolve()
     parts = [f"v{CACHE_VERSION}", kind, str(path)]
     # A missing file is skipped here so that reading it raises the error that names it.
-    for p in (p for p in stamps if p.exists()):
-        st = p.stat()
-        parts.append(f"{p.name}:{st.st_size if p.is_file() else 0}:{st.st_mtime_ns}")
+    for p in _source_files(kind, path):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        parts.append(f"{p.relative_to(path) if p != path else p.name}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _checksum(entry: dict) -> int:
+    """CRC-32 of the cached arrays' bytes and of the metadata, stored with the cache and checked
+    on every load, so flipped bits in the cache file are found, not trained on."""
+    crc = zlib.crc32(repr([entry["name"], entry["classes"], entry["mean"], entry["std"]]).encode())
+    for key in ARRAY_KEYS:
+        crc = zlib.crc32(entry[key].contiguous().numpy().view(np.uint8).reshape(-1), crc)
+    return crc
+
+
+def _valid_cache(entry: object) -> str | None:
+    """Why a loaded cache entry cannot be used, or None when it can."""
+    if not isinstance(entry, dict) or entry.get("version") != CACHE_VERSION:
+        return "written by another version of gradkit"
+    if not all(isinstance(entry.get(k), Tensor) for k in ARRAY_KEYS):
+        return "arrays missing"
+    if entry.get("checksum") != _checksum(entry):
+        return "checksum mismatch: the file was changed or damaged after it was written"
+    for split in SPLITS:
+        x, y = entry[f"{split}_x"], entry[f"{split}_y"]
+        if x.dtype != torch.uint8 or x.shape[1:] != (3, 32, 32) or y.shape != (len(x),):
+            return f"{split} arrays have the wrong shape or type"
+        if len(y) and not (0 <= int(y.min()) and int(y.max()) < len(entry["classes"])):
+            return f"{split} labels outside 0..{len(entry['classes']) - 1}"
+    return None
 
 
 def _save_atomic(obj: dict, target: Path) -> None:
@@ -406,24 +509,31 @@ def _save_atomic(obj: dict, target: Path) -> None:
 
 
 def _load_all(kind: str, path: Path) -> dict:
-    """The decoded full dataset from the cache, decoding and caching it on a miss."""
+    """The decoded full dataset from the cache, decoding and caching it on a miss.
+
+    A cache file that cannot be read, or whose checksum or contents do not hold, is named in a
+    warning and rebuilt. A cache that cannot be written (disk full, read-only folder) is named in
+    a warning; the decoded data is returned all the same."""
     cache = _cache_dir() / f"cifar10-{_cache_key(kind, path)}.pt"
     if cache.is_file():
         try:
             cached = torch.load(cache, weights_only=True)
-            if cached.get("version") == CACHE_VERSION:
-                return cached
+            problem = _valid_cache(cached)
         except Exception as err:  # a cache that cannot be read for any reason is rebuilt, not fatal
-            warnings.warn(f"ignoring unreadable cache file {cache} ({err}); decoding again", stacklevel=3)
+            problem = f"unreadable: {type(err).__name__}: {err}"
+        if problem is None:
+            return cached
+        warnings.warn(f"ignoring the CIFAR-10 cache file {cache} ({problem}); decoding the data again", stacklevel=3)
     arrays, name = _decode_source(kind, path)
     mean, std = _mean_std(arrays["train_x"])
     entry = {"version": CACHE_VERSION, "source": str(path), "name": name, "classes": list(CLASSES),
              "mean": list(mean), "std": list(std), **arrays}
+    entry["checksum"] = _checksum(entry)
     try:
         _save_atomic(entry, cache)
-    except OSError as err:
-        warnings.warn(f"could not write the CIFAR-10 cache {cache} ({err}); the next call decodes again",
-                      stacklevel=3)
+    except Exception as err:  # disk full shows up as a RuntimeError from torch.save, not only OSError
+        warnings.warn(f"could not write the CIFAR-10 cache {cache} ({type(err).__name__}: {err}); the data is "
+                      "returned, and the next call decodes it again", stacklevel=3)
     return entry
 
 
@@ -483,7 +593,11 @@ def cifar10(
     """
     if not isinstance(download, bool):
         raise ValueError(f"download must be True or False, got {download!r}")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
+    for arg, value in (("subset", subset), ("test_subset", test_subset)):
+        if value is not None:
+            check_int(arg, value, 1)
+    resolve_device(device)  # checked here: a bad device is named before any data is read
     data_root, origin = _data_root(root)
     found = _locate(data_root)
     if found is None:
@@ -501,7 +615,7 @@ def cifar10(
     entry = _load_all(*found)
     train_x, train_y, test_x, test_y = entry["train_x"], entry["train_y"], entry["test_x"], entry["test_y"]
     mean, std = tuple(entry["mean"]), tuple(entry["std"])
-    n_val = default_val_size(subset or len(train_y)) if val is None else _check_int("val", val, 0)
+    n_val = default_val_size(subset or len(train_y)) if val is None else check_int("val", val, 0)
     val_x = val_y = None
     if n_val:
         if n_val >= len(train_y):

@@ -38,12 +38,34 @@ def check_python() -> Check:
     return Check("Python", ok, version, "install Python >= 3.10 and re-run `make`")
 
 
+# What the kit uses of each package: a module that imports but lacks these (a stub, a file that
+# shadows the package, a broken install) fails the check.
+USED: dict[str, tuple[str, ...]] = {
+    "torch": ("nn.Module", "nn.utils.clip_grad_norm_", "func.functional_call", "_foreach_norm", "optim.SGD"),
+    "torchvision": ("datasets.CIFAR10",),
+    "ipywidgets": ("FloatLogSlider", "FloatSlider", "Dropdown", "VBox", "HBox", "Output"),
+    "jupyterlab_widgets": (),
+}
+
+
 def _module_check(name: str, module: str, fix: str) -> Check:
     try:
         mod = importlib.import_module(module)
-    except Exception as err:  # any import failure is the user's problem to see, not a crash
+    except (Exception, SystemExit) as err:  # any import failure is the user's problem to see, not a crash
         return Check(name, False, f"cannot import {module} ({type(err).__name__}: {err})", fix)
-    return Check(name, True, getattr(mod, "__version__", "installed"))
+    missing = []
+    for attr in USED.get(module, ()):
+        obj: object = mod
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(f"{obj.__name__}.{part}")  # type: ignore[attr-defined]
+            except (Exception, SystemExit):
+                missing.append(attr)
+                break
+    where = getattr(mod, "__file__", None) or "no file"
+    if missing:
+        return Check(name, False, f"{module} at {where} lacks {', '.join(missing)}", fix)
+    return Check(name, True, f"{getattr(mod, '__version__', 'installed')} ({where})")
 
 
 def check_torch() -> Check:
@@ -57,9 +79,10 @@ def check_torchvision() -> Check:
 def check_device() -> Check:
     try:
         from .runtime import device_name, resolve_device
-    except Exception as err:
-        return Check("device", False, f"torch unusable ({err})", "fix the torch check first")
-    dev = resolve_device("auto")
+
+        dev = resolve_device("auto")
+    except (Exception, SystemExit) as err:
+        return Check("device", False, f"torch unusable ({type(err).__name__}: {err})", "fix the torch check first")
     note = "" if dev.type == "cuda" else " (no GPU found: lessons use the CPU-sized `cpu` profile)"
     return Check("device", True, f"{dev.type}: {device_name(dev)}{note}")
 
@@ -76,11 +99,21 @@ def _host_reachable(host: tuple[str, int], timeout: float = 3.0) -> bool:
 
 
 def check_cifar10(reachable: Callable[[], bool] = lambda: _host_reachable(CIFAR10_HOST)) -> Check:
-    from .data import find_cifar10
-
+    try:
+        from .data import cifar10, find_cifar10
+    except (Exception, SystemExit) as err:
+        return Check("CIFAR-10", False, f"cannot load gradkit.data ({type(err).__name__}: {err})",
+                     "fix the torch check first")
     found = find_cifar10()
     if found:
-        return Check("CIFAR-10", True, f"found at {found}")
+        # Open it for real: a truncated archive or a missing split fails here, not in a lesson.
+        try:
+            data = cifar10(download=False, device="cpu", subset=10, test_subset=10, val=0)
+        except (Exception, SystemExit) as err:
+            return Check("CIFAR-10", False, f"{found}: {err}",
+                         "point GRADKIT_DATA at a complete copy (both train/ and test/), or delete it to download again")
+        return Check("CIFAR-10", True, f"{data.name} at {found}: read a sample of {len(data.train_y)} training "
+                                       f"and {len(data.test_y)} test images")
     if reachable():
         return Check("CIFAR-10", True, "not on disk yet; torchvision will download it (170 MB) on first use")
     return Check(
@@ -124,7 +157,7 @@ def run_checks(checks: tuple[Callable[[], Check], ...] = CHECKS) -> list[Check]:
     for check in checks:
         try:
             results.append(check())
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # a broken package is reported, never a crash
             name = check.__name__.removeprefix("check_")
             results.append(Check(name, False, f"check crashed: {type(err).__name__}: {err}", "report this as a bug"))
     return results

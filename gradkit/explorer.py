@@ -1,6 +1,6 @@
 """The threshold explorer of lesson 04: move a threshold slider, see what clipping did to training.
 
-A sweep (:func:`gradkit.train.sweep`) trains a *setting* (model, optimizer, learning rate, epochs,
+A sweep (:func:`gradkit.runs.sweep`) trains a *setting* (model, optimizer, learning rate, epochs,
 data) once without clipping and once per clipping method and threshold, for a few seeds. The
 explorer indexes those runs and shows, for the selected setting, method and threshold, six views
 (one figure, one screen) against the unclipped run of the same setting and seed and, when the sweep
@@ -16,10 +16,13 @@ has one (``matched``, from ``matched.json``), the unclipped run at the matched l
 5. the update-to-weight ratio per layer over training, with and without clipping;
 6. validation accuracy per epoch.
 
-The slider's value snaps to the nearest threshold in the sweep (nearest on a log scale). "Train
-this setting" trains the selected configuration now (:func:`gradkit.train.sweep` with one config,
-so it is cached on disk by config) and adds it to the views. Headless runs draw a static grid of
-representative thresholds instead (:func:`gradkit.widgets.show`).
+The threshold slider stops at the thresholds of the selected method: the sweep's own for this
+setting, the method's standard range (:data:`gradkit.sweeps.THRESHOLD_RANGES`) and any trained live.
+A stop without a run shows the nearest threshold in the sweep (nearest on a log scale) and says so.
+"Train this setting" trains the selected configuration now (:func:`gradkit.runs.sweep` with one
+config, so it is cached on disk by config, in :func:`live_dir` in the lessons), with a progress bar,
+and adds it to the views. Runs without a widget front end draw a static grid of representative
+thresholds instead (:func:`gradkit.widgets.show`).
 
 A diverged run (loss NaN or inf: :func:`gradkit.train.fit` stops it) has no final accuracy; it
 counts as chance, 10% on CIFAR-10's ten classes, the accuracy of predicting one class for every image.
@@ -27,7 +30,10 @@ counts as chance, 10% on CIFAR-10's ten classes, the accuracy of predicting one 
 
 from __future__ import annotations
 
+import html
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -35,22 +41,22 @@ import numpy as np
 
 from . import plots
 from .clip import METHODS
-from .runtime import headless
+from .runtime import get_profile
 from .sweeps import (
     accuracy_by_method,
     draw_step_sizes,
     final_val_accuracy,
-    fmt,
     matched_rows,
     mean_scale,
     model_label,
     run_id,
     setting_key,
     setting_label,
+    THRESHOLD_RANGES,
     split_spec,
     sweep_table,
 )
-from .widgets import _in_kernel, show
+from .widgets import RENDER_LOCK, Coalescer, fmt, new_figure, png, show, stop_slider, stops
 # Model sizes offered for live training when the sweep has no run of that model.
 LIVE_MODELS: dict[str, dict[str, Any]] = {
     "seed_cnn": {"width": 0.25},
@@ -66,6 +72,42 @@ _SCALE_NOTE = {
     "agc": "AGC: lambda is relative to each unit's weight norm",
     "auto": "AutoClip: the threshold is a percentile of past norms",
 }
+
+
+def live_dir(profile: str | None = None) -> Path:
+    """Where live runs are cached: ``live/<profile>`` in the user's gradkit cache folder
+    (``$GRADKIT_CACHE``, else ``~/.cache/gradkit``, the folder :func:`gradkit.data.cifar10` caches
+    decoded images in), outside the checkout.
+
+    >>> live_dir("smoke").parts[-2:]
+    ('live', 'smoke')
+    """
+    return Path(os.environ.get("GRADKIT_CACHE") or "~/.cache/gradkit").expanduser() / "live" / get_profile(profile)
+
+
+class _ProgressBar:
+    """tqdm's ``update``/``set_postfix``/``close`` drawn on an ``IntProgress`` and a line of text, for
+    :func:`gradkit.train.fit`'s ``progress=``: widget updates reach the browser from any thread."""
+
+    def __init__(self, bar: Any, text: Any, total: int, desc: str) -> None:
+        self.bar, self.text, self.desc, self.started = bar, text, desc, time.perf_counter()
+        bar.max, bar.value = max(total, 1), 0
+        bar.layout.visibility = "visible"
+        self._show("")
+
+    def _show(self, postfix: str) -> None:
+        self.text.value = (f"{html.escape(self.desc)}: step {self.bar.value}/{self.bar.max}, "
+                           f"{time.perf_counter() - self.started:.1f} s{postfix}")
+
+    def update(self, n: int = 1) -> None:
+        self.bar.value = min(self.bar.value + n, self.bar.max)
+        self._show("")
+
+    def set_postfix(self, **values: Any) -> None:
+        self._show("".join(f", {k} {html.escape(str(v))}" for k, v in values.items()))
+
+    def close(self) -> None:
+        self.bar.layout.visibility = "hidden"
 
 
 def _nearest(values: Sequence[float], target: float) -> float:
@@ -124,22 +166,26 @@ class SweepIndex:
 class ThresholdExplorer:
     """Sliders over a precomputed sweep, with a button that trains the selected setting live.
 
-    ``histories``: runs of :func:`gradkit.train.sweep` (e.g. ``load_sweep("results")``).
-    ``data``: the Dataset live runs train on; None lets :func:`gradkit.train.sweep` load CIFAR-10
+    ``histories``: runs of :func:`gradkit.runs.sweep` (e.g. ``load_sweep("results")``).
+    ``data``: the Dataset live runs train on; None lets :func:`gradkit.runs.sweep` load CIFAR-10
     with the subset sizes recorded in the setting's config. ``results_dir``: where live runs are
-    cached (runs already there are loaded too); None disables the button. ``matched``: ``{clipped run
-    id: matched-learning-rate run id}`` (:func:`gradkit.sweeps.load_matched`).
+    cached (runs already there are loaded too; :func:`live_dir` is the user's cache); None disables
+    the button. ``live_steps``: the button's runs stop after that many steps (None: full length).
+    ``matched``: ``{clipped run id: matched-learning-rate run id}`` (:func:`gradkit.sweeps.load_matched`).
 
     ``controls`` holds the widgets (``model``, ``optimizer``, ``lr``, ``method``, ``threshold``,
     ``no_clip``, ``train``); ``views`` the data last shown, with the ids of the runs it came from;
-    ``widget`` is what to display; :meth:`show` displays it (or, headless, :meth:`static`).
+    ``widget`` is what to display; :meth:`show` displays it (without a widget front end, :meth:`static`).
+    The figure is redrawn only once the widget is shown, one PNG per change, coalesced like
+    :class:`gradkit.widgets.LiveView`'s.
     """
 
     def __init__(self, histories: Iterable[Any], data: Any = None, results_dir: str | Path | None = None,
-                 matched: dict[str, str] | None = None) -> None:
+                 live_steps: int | None = None, matched: dict[str, str] | None = None) -> None:
         import ipywidgets as w
 
-        from .train import OPTIMIZERS, load_sweep
+        from .runs import load_sweep
+        from .train import OPTIMIZERS
 
         runs = list(histories)
         self.results_dir = Path(results_dir) if results_dir is not None else None
@@ -150,7 +196,10 @@ class ThresholdExplorer:
         self.index = SweepIndex(runs)
         self.matched = dict(matched or {})
         self.data = data
+        self.live_steps = live_steps
         self.views: dict[str, Any] = {}
+        self.redraws = 0
+        self._shown = False
         first = self.index.settings[max(self.index.settings, key=lambda k: len(self.index.histories(k)))]
         self._models = self._model_options()
         self._hold = False
@@ -160,10 +209,6 @@ class ThresholdExplorer:
         sweep_methods = {split_spec(h.config.get("clip"))[0] for h in runs} - {"none"}
         methods = [m for m in METHODS if m in sweep_methods] + [m for m in METHODS if m not in sweep_methods | {"none"}]
         style = {"description_width": "initial"}
-        # 1e-3 .. 1e2, widened to every threshold in the sweep (value clipping's reach down to 1e-4).
-        exponents = [math.log10(t) for key in self.index.settings for m in METHODS
-                     for t in self.index.thresholds(key, m)]
-        low, high = min([-3.0, *exponents]), max([2.0, *exponents])
         self.controls: dict[str, Any] = {
             "model": w.Dropdown(options=list(self._models), description="model", style=style,
                                 value=model_label(first["model"], first.get("model_kw"))),
@@ -173,26 +218,26 @@ class ThresholdExplorer:
             "method": w.Dropdown(options=[(plots.METHOD_NAMES[m], m) for m in methods],
                                  value="norm" if "norm" in sweep_methods else methods[0],
                                  description="method", style=style),
-            "threshold": w.FloatLogSlider(value=1.0, base=10, min=math.floor(low), max=math.ceil(high), step=0.05,
-                                          description="threshold", readout_format=".3g", continuous_update=False,
-                                          style=style),
+            "threshold": stop_slider("threshold", 1.0, [1.0], continuous=False, width="460px"),
             "no_clip": w.Checkbox(value=False, description="no clipping"),
             "train": w.Button(description="Train this setting", icon="play", disabled=self.results_dir is None,
                               tooltip="train the selected configuration now (cached by config)"),
         }
         self._status = w.HTML()
-        self._log = w.Output()
-        self._figure = w.Output()
+        self._train_status = w.HTML()
+        self._progress = w.IntProgress(min=0, max=1, layout=w.Layout(width="240px", visibility="hidden"))
+        self._image = w.Image(format="png", layout=w.Layout(width="1350px"))
+        self._coalescer = Coalescer(self._redraw)
         for name in ("model", "optimizer", "lr", "method", "threshold", "no_clip"):
             self.controls[name].observe(self._changed, names="value")
-        self.controls["train"].on_click(lambda _: self.train_selected())
+        self.controls["train"].on_click(self._train_clicked)
         c = self.controls
         self.widget = w.VBox([
             w.HBox([c["model"], c["optimizer"], c["lr"]]),
             w.HBox([c["method"], c["threshold"], c["no_clip"]]),
-            w.HBox([c["train"], self._status]), self._log, self._figure,
+            self._status, w.HBox([c["train"], self._progress, self._train_status]), self._image,
         ])
-        self._snap_slider()
+        self._set_stops(middle=True)
         self.refresh()
 
     def _model_options(self) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -207,26 +252,44 @@ class ThresholdExplorer:
         model, model_kw = self._models[self.controls["model"].value]
         return self.index.lookup(model, model_kw, self.controls["optimizer"].value, self.controls["lr"].value)
 
-    def _snap_slider(self) -> None:
-        """Put the slider on the middle threshold of the selected method, when the sweep has one."""
-        key = self._setting()
-        ts = self.index.thresholds(key, self.controls["method"].value) if key else []
-        if ts:
-            self._hold = True
-            self.controls["threshold"].value = ts[len(ts) // 2]
+    def _stops(self, extra: Iterable[float] = ()) -> list[float]:
+        """The threshold slider's stops for the selected setting and method: the sweep's thresholds,
+        the method's standard range (1-3-10 stops from 0.001 to 100 for a method without one) and ``extra``."""
+        key, method = self._setting(), self.controls["method"].value
+        swept = self.index.thresholds(key, method) if key else []
+        return sorted({*swept, *(THRESHOLD_RANGES.get(method) or stops(1e-3, 1e2, (1, 3))), *map(float, extra)})
+
+    def _set_stops(self, middle: bool = False, value: float | None = None) -> None:
+        """Give the slider the stops of the selected setting and method, on ``value``, else (``middle``,
+        or when its value is no longer a stop) on the middle threshold of the sweep, else of the stops."""
+        slider = self.controls["threshold"]
+        current = float(slider.value)
+        options = self._stops([value] if value is not None else [])
+        if value is None:
+            key = self._setting()
+            swept = self.index.thresholds(key, self.controls["method"].value) if key else []
+            middle_of = swept or options
+            value = middle_of[len(middle_of) // 2] if middle or current not in options else current
+        self._hold = True
+        try:
+            slider.options = [(fmt(t), t) for t in options]
+            slider.value = value
+        finally:
             self._hold = False
 
     def _changed(self, change: dict[str, Any]) -> None:
         if self._hold:
             return
-        if change["owner"] is self.controls["method"]:
-            self._snap_slider()
+        if change["owner"] in (self.controls["model"], self.controls["optimizer"], self.controls["lr"],
+                               self.controls["method"]):
+            self._set_stops(middle=change["owner"] is self.controls["method"])
         self.refresh()
 
     def select(self, **values: Any) -> dict[str, Any]:
         """Set controls by name and refresh once, e.g. ``select(model="plain_cnn", lr=0.05, method="agc")``.
         ``model`` may be a model name (its first size in the dropdown). Without ``threshold``, a new
-        method starts at its middle threshold. Returns :attr:`views`."""
+        method starts at its middle threshold; a ``threshold`` that is not a stop of the slider becomes
+        one (the views show the nearest threshold in the sweep). Returns :attr:`views`."""
         names = [k for k in self.controls if k != "train"]
         unknown = sorted(set(values) - set(names))
         if unknown:
@@ -238,15 +301,20 @@ class ThresholdExplorer:
                 raise ValueError(f"model={model!r} is not offered; accepted: {', '.join(self._models)} "
                                  f"or a name among {', '.join(sorted({n for n, _ in self._models.values()}))}")
             values["model"] = labels[0]
+        threshold = values.get("threshold")
+        if threshold is not None and not (isinstance(threshold, (int, float)) and threshold > 0):
+            raise ValueError(f"threshold must be a positive number, got {threshold!r}")
         self._hold = True
         try:
-            for name in ("model", "optimizer", "lr", "method", "no_clip", "threshold"):
+            for name in ("model", "optimizer", "lr", "method", "no_clip"):
                 if name in values:
                     self.controls[name].value = values[name]
         finally:
             self._hold = False
-        if "method" in values and "threshold" not in values:
-            self._snap_slider()
+        if threshold is not None:
+            self._set_stops(value=float(threshold))
+        elif {"model", "optimizer", "lr", "method"} & set(values):
+            self._set_stops(middle="method" in values)
         self.refresh()
         return self.views
 
@@ -319,25 +387,39 @@ class ThresholdExplorer:
         return views
 
     def refresh(self) -> None:
-        """Recompute :attr:`views` and redraw the figure (all six views together)."""
-        self.views = self.compute_views()
-        sel = self.views
-        if not sel["available"]:
-            self._status.value = ("<i>this setting is not in the sweep"
-                                  + (": press <b>Train this setting</b></i>" if self.results_dir else "</i>"))
-        else:
-            sym = "lambda" if sel["method"] == "agc" else "c"
-            shown = f"{sym}={sel['threshold']:.3g}" if sel["threshold"] is not None else "no clipping"
-            self._status.value = f"showing the nearest run in the sweep: <b>{shown}</b> (seed {sel['seed']})"
-        # Only a live notebook shows the figure; headless runs use static() and tests read the views.
-        if headless() or not _in_kernel():
-            return
-        from IPython.display import clear_output
+        """Recompute :attr:`views` and, once the widget is shown, redraw the figure (six views, one PNG).
+        Safe to call from several threads: changes that arrive during a redraw share one more redraw."""
+        self._coalescer.request()
 
-        with self._figure:
-            clear_output(wait=True)
-            if sel["available"]:
-                plots.display_figure(self.draw())
+    def _redraw(self) -> None:
+        views = self.compute_views()
+        self.views = views
+        self._status.value = self._describe(views)
+        if self._shown:
+            self._image.value = png(self.draw() if views["available"] else self._placeholder())
+            self.redraws += 1
+
+    def _describe(self, v: dict[str, Any]) -> str:
+        """One line of HTML: which run the figure shows, and what to do when the sweep has none."""
+        train = ": press <b>Train this setting</b>" if self.results_dir is not None else ""
+        sym = "lambda" if v["method"] == "agc" else "c"
+        if v["setting"] is None:
+            return f"<i>this setting is not in the sweep{train}</i>"
+        if not v["available"]:
+            return f"<i>the sweep has no {plots.METHOD_NAMES.get(v['method'], v['method'])} run of this setting{train}</i>"
+        if v["threshold"] is None:
+            return f"showing the unclipped run (seed {v['seed']})"
+        shown = f"<b>{sym}={fmt(v['threshold'])}</b> (seed {v['seed']})"
+        if math.isclose(v["threshold"], v["requested"]):
+            return f"showing the run at {shown}"
+        return f"no run at {sym}={fmt(v['requested'])}{train or ''}; showing the nearest run in the sweep, {shown}"
+
+    @staticmethod
+    def _placeholder() -> Any:
+        fig, axes = new_figure(1, 1, width=6.0, height=1.0)
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no run for this selection (see the line above)", ha="center", va="center")
+        return fig
 
     def summary(self) -> str:
         """The selected run beside the unclipped run of the same seed and, when there is one, the unclipped
@@ -378,11 +460,11 @@ class ThresholdExplorer:
         return "\n".join(lines)
 
     def draw(self) -> Any:
-        """The six views of :attr:`views` in one 2x3 figure; returns the figure."""
+        """The six views of :attr:`views` in one 2x3 figure (unknown to pyplot); returns the figure."""
         v = self.views
         if not v.get("available"):
             raise ValueError("the selection has no run in the sweep: choose another setting, or train it")
-        fig, axes = plots.figure(2, 3, width=13.5, height=6.6)
+        fig, axes = new_figure(2, 3, width=13.5, height=6.6)
         self._draw_row(v, list(axes[0]) + list(axes[1]))
         fig.suptitle(f"{v['label']}, seed {v['seed']}: {plots.spec_label(self._spec(v))}")
         return fig
@@ -480,16 +562,18 @@ class ThresholdExplorer:
         picks = sorted({ts[round(i * (len(ts) - 1) / max(count - 1, 1))] for i in range(count)})
         saved = (self.controls["threshold"].value, self.controls["no_clip"].value)
         rows = []
-        self._hold = True
-        try:
-            self.controls["no_clip"].value = False
-            for t in picks:
-                self.controls["threshold"].value = t
-                rows.append(self.compute_views())
-        finally:
-            self.controls["threshold"].value, self.controls["no_clip"].value = saved
-            self._hold = False
-        return self._static_figures(rows)
+        # The lock keeps a redraw from another thread from reading the controls while they step through picks.
+        with RENDER_LOCK:
+            self._hold = True
+            try:
+                self.controls["no_clip"].value = False
+                for t in picks:
+                    self.controls["threshold"].value = t
+                    rows.append(self.compute_views())
+            finally:
+                self.controls["threshold"].value, self.controls["no_clip"].value = saved
+                self._hold = False
+            return self._static_figures(rows)
 
     def _static_figures(self, rows: list[dict[str, Any]]) -> list[Any]:
         figures = []
@@ -503,8 +587,11 @@ class ThresholdExplorer:
         return figures
 
     def show(self) -> None:
-        """Display the widget in a live notebook; headless, draw :meth:`static` instead."""
-        show(self.widget, self.static)
+        """Display the widget where a widget front end will render it (then the figure follows every
+        change); otherwise draw :meth:`static` instead (:func:`gradkit.widgets.show`)."""
+        if show(self.widget, self.static) is self.widget:
+            self._shown = True
+            self.refresh()
 
     def live_config(self) -> dict[str, Any]:
         """The config "Train this setting" runs: the selected setting's config (or, for a setting the
@@ -522,29 +609,53 @@ class ThresholdExplorer:
 
     def train_selected(self, max_steps: int | None = None) -> Any:
         """Train :meth:`live_config` now (cached on disk in ``results_dir`` by config: a second
-        press loads it), add it to the sweep and show it. Returns its History.
+        press loads it), add it to the sweep and show it. Returns its History. The line beside the
+        button says what happened, with a progress bar while it trains.
 
-        ``max_steps`` cuts the run short (a demonstration): the run then has a config of its own, a
-        setting of its own, and the views stay on the full-length runs."""
-        from .train import sweep
+        ``max_steps`` (default: the explorer's ``live_steps``) cuts the run short (a demonstration):
+        the run then has a config of its own, a setting of its own, and the views stay on the
+        full-length runs."""
+        from .runs import sweep
 
         if self.results_dir is None:
-            raise ValueError("results_dir is None: pass results_dir= to cache live runs, e.g. 'reports/live'")
+            raise ValueError("results_dir is None: pass results_dir= to cache live runs, e.g. explorer.live_dir()")
         config = self.live_config()
-        if max_steps is not None:
-            config["max_steps"] = max_steps
+        steps = max_steps if max_steps is not None else self.live_steps
+        if steps is not None:
+            config["max_steps"] = steps
+        label = plots.spec_label(config["clip"])
+        before = set(self.results_dir.glob("run-*.json"))
         self.controls["train"].disabled = True
-        self._status.value = f"training {plots.spec_label(config['clip'])} ..."
+        self._train_status.value = f"training {html.escape(label)}: loading the data ..."
+        started = time.perf_counter()
         try:
-            with self._log:
-                [h] = sweep(configs=[config], results_dir=self.results_dir, data=self.data, progress=True)
+            [h] = sweep(configs=[config], results_dir=self.results_dir, data=self.data,
+                        progress=lambda total, desc: _ProgressBar(self._progress, self._train_status, total,
+                                                                  f"training {label}"))
         finally:
             self.controls["train"].disabled = False
+            self._progress.layout.visibility = "hidden"
+        rid = run_id(h)
+        known = rid in self.index.runs
         self.index.add(h)
+        if self.results_dir / f"run-{rid}.json" in before:
+            done = f"{html.escape(label)} was trained before: run-{rid} loaded from {html.escape(str(self.results_dir))}"
+        else:
+            done = f"trained {html.escape(label)} in {time.perf_counter() - started:.1f} s: run-{rid}"
+        done += " (already among the runs)" if known else f" added ({len(self.index.runs)} runs)"
+        if steps is not None:
+            done += f"; cut at {steps} steps, it is a setting of its own and the views stay on the full runs"
+        self._train_status.value = done
         method, threshold = split_spec(h.config["clip"])
-        self._hold = True
-        if method != "none":
-            self.controls["threshold"].value = threshold
-        self._hold = False
+        if method != "none" and steps is None:
+            self._set_stops(value=threshold)
         self.refresh()
         return h
+
+    def _train_clicked(self, _button: Any) -> None:
+        """The button's handler: :meth:`train_selected`; a failure is shown beside the button, not raised
+        into the comm handler, where nobody would see it."""
+        try:
+            self.train_selected()
+        except Exception as err:
+            self._train_status.value = f"<b>could not train</b>: {html.escape(f'{type(err).__name__}: {err}')}"

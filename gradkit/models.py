@@ -18,6 +18,7 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -25,17 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .checks import check_int
+
 INITS = ("default", "kaiming", "xavier", "normal:<std>")
 
 
 def _scaled(size: int, width: float) -> int:
     return max(1, round(size * width))
-
-
-def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 class SeedCNN(nn.Module):
@@ -124,8 +121,8 @@ class PlainCNN(nn.Module):
 
     def __init__(self, depth: int = 20, width: int = 16, batchnorm: bool = False, init: str = "default") -> None:
         super().__init__()
-        _check_positive_int("depth", depth, minimum=3)
-        _check_positive_int("width", width)
+        check_int("depth", depth, minimum=3)
+        check_int("width", width)
         if not isinstance(init, str):
             raise ValueError(f"init={init!r} is not an init; accepted values: {', '.join(INITS)}")
         initializer = _initializer(init)
@@ -188,7 +185,7 @@ class ResNet(nn.Module):
         super().__init__()
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth!r}")
-        _check_positive_int("width", width)
+        check_int("width", width)
         self.depth, self.width = depth, width
         n = (depth - 2) // 6
         self.conv = nn.Conv2d(3, width, 3, padding=1, bias=False)
@@ -222,6 +219,10 @@ def build_model(name: str, **kw: object) -> nn.Module:
     """
     if name not in MODELS:
         raise ValueError(f"name={name!r} is not a model; accepted values: {', '.join(MODELS)}")
+    accepted = [p for p in inspect.signature(MODELS[name]).parameters if p != "self"]
+    unknown = sorted(set(kw) - set(accepted))
+    if unknown:
+        raise ValueError(f"model_kw {unknown} are not options of {name!r}; accepted: {', '.join(accepted)}")
     return MODELS[name](**kw)
 
 

@@ -74,6 +74,8 @@ class GradMonitor:
     :meth:`clip` (or :meth:`before_clip` / :meth:`after_clip`) once per step. With an attached
     optimizer and no clip call, the step is recorded as unclipped. As a context manager it
     detaches its hooks on exit. Attach one optimizer: each of its steps closes a monitor step.
+    Attaching the same optimizer again changes nothing; attaching another one while attached
+    raises ``ValueError`` (call :meth:`detach` first).
     """
 
     def __init__(self, model: nn.Module, every: int = 1) -> None:
@@ -87,6 +89,7 @@ class GradMonitor:
         self.layer_names = [n for n, _ in named]
         self._params = [p for _, p in named]
         self._hooks: list[Any] = []
+        self._optimizer: Optional[torch.optim.Optimizer] = None
         self._clippers: dict[Union[str, float, None], Clipper] = {}
         self._snapshot: Optional[list[Tensor]] = None
         self.reset()
@@ -110,7 +113,15 @@ class GradMonitor:
         """Hook ``optimizer.step`` to measure each update; returns the monitor (for ``with``)."""
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self._hooks += [optimizer.register_step_pre_hook(self._pre_step), optimizer.register_step_post_hook(self._post_step)]
+        if self._optimizer is optimizer:
+            return self  # hooking it twice would record every step twice
+        if self._optimizer is not None:
+            raise ValueError(
+                f"this GradMonitor is already attached to a {type(self._optimizer).__name__}; each optimizer "
+                "step closes one monitor step, so it watches one optimizer: call detach() first"
+            )
+        self._hooks = [optimizer.register_step_pre_hook(self._pre_step), optimizer.register_step_post_hook(self._post_step)]
+        self._optimizer = optimizer
         return self
 
     def detach(self) -> None:
@@ -118,6 +129,7 @@ class GradMonitor:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+        self._optimizer = None
 
     def __enter__(self) -> "GradMonitor":
         return self

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import matplotlib
+import matplotlib.patches
 import matplotlib.ticker
 import numpy as np
 
-import matplotlib.pyplot as plt
+from .checks import METHOD_NAMES, spec_label  # noqa: F401  (re-exported: plots.spec_label)
 
 STYLE: dict[str, Any] = {
     "figure.figsize": (7.0, 4.0),
@@ -46,20 +47,12 @@ METHOD_COLORS: dict[str, str] = {
     "auto": "#1f78b4",
 }
 
-METHOD_NAMES: dict[str, str] = {
-    "none": "no clipping",
-    "value": "value clipping",
-    "norm": "norm clipping",
-    "norm_inf": "inf-norm clipping",
-    "tensor_norm": "per-tensor norm clipping",
-    "scaled_value": "c/sqrt(n) value clipping",
-    "agc": "AGC",
-    "auto": "AutoClip",
-}
-
 
 def use_style() -> None:
-    """Apply the kit's matplotlib style (called once when :mod:`gradkit.plots` is imported)."""
+    """Apply the kit's matplotlib style to ``matplotlib.rcParams``.
+
+    Importing gradkit changes no global setting: each lesson calls this once in its import cell.
+    """
     matplotlib.rcParams.update(STYLE)
 
 
@@ -68,38 +61,15 @@ def figure(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height
     w = width if width is not None else min(4.2 * ncols, 14.0)
     h = height if height is not None else 3.3 * nrows
     kw.setdefault("layout", "constrained")
+    # pyplot is imported when a figure is asked for, not when gradkit is imported.
+    import matplotlib.pyplot as plt
+
     return plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False if (nrows > 1 or ncols > 1) else True, **kw)
 
 
 def color_for(method: str) -> str:
     """The colour of a clipping method (``"norm"``, ``"value"``, ...) in every figure."""
     return METHOD_COLORS.get(method.split(":")[0], "#999999")
-
-
-def _fmt(value: float) -> str:
-    # 3 significant digits: a slider's 1.99526 reads 2, 0.011749 reads 0.0117.
-    return f"{value:.3g}"
-
-
-def spec_label(spec: str | float | None) -> str:
-    """A legend label that names the method and the threshold of a clip spec.
-
-    >>> spec_label("agc:0.01"), spec_label(None)
-    ('AGC, lambda=0.01', 'no clipping')
-    """
-    if spec is None:
-        return METHOD_NAMES["none"]
-    if not isinstance(spec, str):
-        return f"{METHOD_NAMES['norm']}, c={_fmt(float(spec))}"
-    method, _, value = spec.partition(":")
-    name = METHOD_NAMES.get(method, method)
-    if not value:
-        return name
-    symbol = {"agc": "lambda", "auto": "p"}.get(method, "c")
-    return f"{name}, {symbol}={_fmt(float(value))}"
-
-
-use_style()
 
 
 # Figures of the threshold explorer (lesson 04) and the sweep report (lesson 05). Each draws one
@@ -288,6 +258,8 @@ def display_figure(fig: Any) -> None:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=fig.dpi)
         display(Image(buffer.getvalue()))
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
 
 
@@ -440,8 +412,8 @@ def clip_2d_arrows(ax: Any, result: Any) -> Any:
     ``result`` is a :class:`gradkit.toys.Clip2D`; the legend gives each method's angle to the gradient.
     """
     c = result.threshold
-    ax.add_patch(plt.Rectangle((-c, -c), 2 * c, 2 * c, fill=False, color=METHOD_COLORS["value"], linestyle=":"))
-    ax.add_patch(plt.Circle((0, 0), c, fill=False, color=METHOD_COLORS["norm"], linestyle=":"))
+    ax.add_patch(matplotlib.patches.Rectangle((-c, -c), 2 * c, 2 * c, fill=False, color=METHOD_COLORS["value"], linestyle=":"))
+    ax.add_patch(matplotlib.patches.Circle((0, 0), c, fill=False, color=METHOD_COLORS["norm"], linestyle=":"))
     arrows = [(result.grad, METHOD_COLORS["none"], "gradient g"),
               (result.value, METHOD_COLORS["value"], f"value clip (turned {result.value_angle:.1f} deg)"),
               (result.norm, METHOD_COLORS["norm"], f"norm clip (turned {result.norm_angle:.1f} deg)")]

@@ -26,17 +26,12 @@ from typing import Any, Iterable, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .checks import CHANCE, check_positive
+
 Params = Union[nn.Module, Tensor, Iterable[Tensor], Iterable[tuple[str, Tensor]]]
 
 CONSTRAINT_SPECS = ("weight_clip:<c>", "max_norm:<c>")
-CHANCE = 0.1  # CIFAR-10 accuracy of a guess
 UNIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def _check_threshold(name: str, c: object) -> float:
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {c!r}")
-    return float(c)
 
 
 def _tensors(params: Params) -> list[Tensor]:
@@ -73,7 +68,7 @@ def clip_weights_(params: Params, c: float) -> Tensor:
     >>> clip_weights_(w, 1.0), w
     (tensor(0.5000), tensor([ 0.5000, -1.0000,  1.0000,  0.0000]))
     """
-    c = _check_threshold("c", c)
+    c = check_positive("c", c)
     tensors = _tensors(params)
     changed = torch.zeros((), dtype=torch.float64, device=_device(tensors))
     total = 0
@@ -114,7 +109,7 @@ def max_norm_(params: Params, c: float, dim: int | None = 0) -> Tensor:
     (tensor(0.5000), tensor([[1.2000, 1.6000],
             [0.6000, 0.8000]]))
     """
-    c = _check_threshold("c", c)
+    c = check_positive("c", c)
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
         raise ValueError(f"dim must be an int (the dimension that indexes units, 0 for output units) or None, got {dim!r}")
     if isinstance(params, nn.Module):

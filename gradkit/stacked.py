@@ -23,26 +23,24 @@ its own gradient (the members share no weights); clipping per member; then the o
 from __future__ import annotations
 
 import copy
-import datetime
-import json
 import math
-import time
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from . import runtime
-from .train import (CHECK_EVERY, DATA_KEYS, DeviceLoader, History, _build_model, _canonical, _check_run, _loaders,
-                    _optimizer, _progress_bar, _record_steps)
+from .clip import NORM_EPS, clipper
+from .history import History
+from .loop import (build_model, check_run, cross_entropy, evaluate_into, loaders, make_optimizer, new_histories,
+                   progress_bar, run_config, run_epochs, train_epoch)
 
 STACKED_METHODS = ("none", "norm", "value")
 STACKED_MODELS = ("seed_cnn", "plain_cnn (batchnorm=False)")
-NORM_EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_ and gradkit.clip.clip_grad_norm
-# fit() settings a stacked run does not support; a sweep config using any of them trains with fit().
-_SEQUENTIAL_ONLY = {"schedule": None, "amp": False, "monitor_every": 0, "constraint": None}
+# fit() settings a stacked run does not support (at these values it runs them as fit does); a sweep
+# config that sets any of them otherwise trains with fit().
+SEQUENTIAL_ONLY = {"schedule": None, "amp": False, "monitor_every": 0, "constraint": None}
 
 
 def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1, optimizer: str = "sgd",
@@ -75,13 +73,10 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
     >>> [h.diverged for h in hs]
     [True, False]
     """
-    from .clip import clipper
-
-    config = {"model": model if isinstance(model, str) else type(model).__name__, "epochs": epochs,
-              "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "clip": None,
-              "schedule": None, "amp": False, "batch_size": batch_size, "seed": seed, "monitor_every": 0,
-              "augment": augment, "max_steps": max_steps, "model_kw": dict(model_kw or {}), "constraint": None}
-    _check_run(data, epochs, batch_size, lr, optimizer, max_steps)
+    config = run_config(model=model, epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum,
+                        weight_decay=weight_decay, clip=None, batch_size=batch_size, seed=seed, augment=augment,
+                        max_steps=max_steps, model_kw=model_kw, **SEQUENTIAL_ONLY)
+    check_run(data, epochs, batch_size, lr, optimizer, max_steps, augment, progress)
     if not isinstance(clips, (list, tuple)) or not clips:
         raise ValueError(f"clips must be a non-empty list of clip specs, got {clips!r}")
     clip_fns = [clipper(c) for c in clips]
@@ -92,7 +87,7 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
 
     dev = runtime.resolve_device(device)
     cuda = dev.type == "cuda"
-    model = _build_model(model, model_kw, seed, dev)
+    model = build_model(model, model_kw, seed, dev)
     if any(True for _ in model.buffers()) or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ValueError(f"model={type(model).__name__} has BatchNorm/buffers, which fit_stacked cannot train per "
                          f"member; supported models: {', '.join(STACKED_MODELS)} (use gradkit.train.fit otherwise)")
@@ -104,35 +99,32 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
         return functional_call(base, p, (x,))
 
     batched = torch.vmap(forward, in_dims=(0, None))
-    train, test = _loaders(data, batch_size, seed, dev, augment)
+    train, test, val = loaders(data, batch_size, seed, dev, augment)
     total = len(train) * epochs if max_steps is None else min(len(train) * epochs, max_steps)
     leaves = list(params.values())
-    opt = _optimizer(optimizer, leaves, lr, momentum, weight_decay, cuda)
+    opt = make_optimizer(optimizer, leaves, lr, momentum, weight_decay, cuda)
     clip = _StackedClip(clip_fns, dev)
+    hists = new_histories([{**config, "clip": fn.spec} for fn in clip_fns], data, dev, len(train))
 
-    date = datetime.datetime.now().isoformat(timespec="seconds")
-    hists = [History(config={**config, "clip": fn.spec}, device=runtime.device_name(dev), dataset=data.name,
-                     synthetic=bool(data.synthetic), date=date, steps_per_epoch=len(train)) for fn in clip_fns]
-    bar = _progress_bar(progress, total, f"{n_members} stacked runs")
-    started, step = time.perf_counter(), 0
-    try:
-        for _ in range(epochs):
-            n = min(len(train), total - step)
-            if n <= 0 or all(h.diverged for h in hists):
-                break
-            _train_epoch(batched, params, leaves, opt, clip, train, n, hists, step, bar)
-            live = [m for m, h in enumerate(hists) if not h.diverged]
-            for m, (loss, acc) in zip(live, _evaluate(batched, params, test, live)):
-                hists[m].test_loss.append(loss)
-                hists[m].test_acc.append(acc)
-            step += n
-        return hists
-    finally:
-        seconds = time.perf_counter() - started
-        for h in hists:
-            h.seconds = seconds
-        if bar is not None:
-            bar.close()
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        logits = batched(params, x)
+        loss = cross_entropy(logits, y, "mean")
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        with torch.no_grad():
+            before, after, clipped = clip([p.grad for p in leaves])
+        opt.step()
+        return (loss.detach(), before, after, clipped), (logits.detach().argmax(2) == y).sum(1)
+
+    def evaluate_live(live: list[int]) -> None:
+        idx = torch.tensor(live, device=dev)
+        live_params = {k: v.detach().index_select(0, idx) for k, v in params.items()}
+        evaluate_into(hists, live, lambda x: batched(live_params, x), test, val)
+
+    bar = progress_bar(progress, total, f"{n_members} stacked runs")
+    run_epochs(hists, epochs, total, len(train), lambda n, at: train_epoch(step, opt, train, n, hists, at, bar),
+               evaluate_live, bar)
+    return hists
 
 
 class _StackedClip:
@@ -179,114 +171,3 @@ def _member_norms(grads: list[torch.Tensor]) -> torch.Tensor:
     """``||g_n||_2`` over all tensors of member n: the norm of the per-tensor norms (as torch sums it)."""
     per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
     return torch.linalg.vector_norm(per_tensor, dim=0)
-
-
-def _member_ce(logits: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Cross-entropy of each member's ``(B, 10)`` logits in ``(N, B, 10)``: ``(N,)`` mean or sum."""
-    n, b, k = logits.shape
-    per = F.cross_entropy(logits.reshape(n * b, k), y.repeat(n), reduction="none").view(n, b)
-    return per.mean(1) if reduction == "mean" else per.sum(1)
-
-
-def _train_epoch(batched: Any, params: dict[str, torch.Tensor], leaves: list[torch.Tensor],
-                 opt: torch.optim.Optimizer, clip: _StackedClip, train: DeviceLoader, n: int, hists: list[History],
-                 step: int, bar: Any) -> None:
-    """Train ``n`` steps of all members; add each live member's records and epoch to its History.
-
-    Records stay in one ``(N, 4, n)`` device tensor; every ``CHECK_EVERY`` steps the new losses
-    are read to find members that diverged (one host sync for all members).
-    """
-    start = time.perf_counter()
-    members = len(hists)
-    buf = torch.empty(members, 4, n, device=train.device)  # loss, norm before, norm after, clipped
-    correct = torch.zeros(members, dtype=torch.long, device=train.device)
-    sizes, lrs, checked = [], [], 0
-    broke: dict[int, int] = {}  # member -> first non-finite step within this epoch
-    for i, (x, y) in enumerate(train):
-        if i == n:
-            break
-        lrs.append(opt.param_groups[0]["lr"])
-        logits = batched(params, x)
-        loss = _member_ce(logits, y, "mean")
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        with torch.no_grad():
-            before, after, clipped = clip([p.grad for p in leaves])
-        opt.step()
-        buf[:, 0, i] = loss.detach()
-        buf[:, 1, i] = before
-        buf[:, 2, i] = after
-        buf[:, 3, i] = clipped
-        correct += (logits.detach().argmax(2) == y).sum(1)
-        sizes.append(y.shape[0])
-        if (i + 1) % CHECK_EVERY == 0 or i + 1 == n:
-            recent = buf[:, 0, checked:i + 1].tolist()
-            for m, row in enumerate(recent):
-                bad = next((j for j, v in enumerate(row) if not math.isfinite(v)), None)
-                if bad is not None and m not in broke and not hists[m].diverged:
-                    broke[m] = checked + bad
-            if bar is not None:
-                bar.update(len(recent[0]))
-            checked = i + 1
-            if all(h.diverged or m in broke for m, h in enumerate(hists)):
-                break
-    seconds = time.perf_counter() - start
-    records, correct_host = buf.tolist(), correct.tolist()
-    for m, hist in enumerate(hists):
-        if hist.diverged:
-            continue
-        if m in broke:
-            first = broke[m]
-            _record_steps(hist, [r[:first] for r in records[m]], lrs[:first])
-            hist.diverged, hist.diverged_step = True, step + first
-            continue
-        hist.epoch_seconds.append(seconds)
-        _record_steps(hist, records[m], lrs)
-        hist.train_loss.append(sum(v * s for v, s in zip(records[m][0], sizes)) / sum(sizes))
-        hist.train_acc.append(correct_host[m] / sum(sizes))
-
-
-@torch.no_grad()
-def _evaluate(batched: Any, params: dict[str, torch.Tensor], loader: DeviceLoader,
-              members: list[int]) -> list[tuple[float, float]]:
-    """Mean cross-entropy and accuracy on ``loader`` of each member in ``members`` (one vmap per batch)."""
-    if not members:
-        return []
-    idx = torch.tensor(members, device=loader.device)
-    live = {k: v.detach().index_select(0, idx) for k, v in params.items()}
-    total = torch.zeros(2, len(members), device=loader.device)
-    for x, y in loader:
-        logits = batched(live, x)
-        total[0] += _member_ce(logits, y, "sum")
-        total[1] += (logits.argmax(2) == y).sum(1)
-    loss_sum, correct = total.tolist()
-    return [(s / loader.n, c / loader.n) for s, c in zip(loss_sum, correct)]
-
-
-def stackable(cfg: dict[str, Any]) -> bool:
-    """True when a sweep config can train in a stacked group: clip method in :data:`STACKED_METHODS`,
-    a model without BatchNorm, and none of schedule, amp, monitor_every or constraint set."""
-    from .clip import clipper
-
-    full = _canonical(cfg)
-    kw = full["model_kw"]
-    model_ok = full["model"] == "seed_cnn" or (full["model"] == "plain_cnn" and not kw.get("batchnorm", False))
-    return (model_ok and clipper(full["clip"]).method in STACKED_METHODS
-            and all(full[k] == v for k, v in _SEQUENTIAL_ONLY.items()))
-
-
-def stacked_groups(configs: Iterable[tuple[dict[str, Any], str]]) -> Iterator[list[tuple[dict[str, Any], str]]]:
-    """Groups of two or more ``(config, run_id)`` pairs that differ only in ``clip`` and can be stacked."""
-    groups: dict[str, list[tuple[dict[str, Any], str]]] = {}
-    for cfg, run_id in configs:
-        if stackable(cfg):
-            rest = {k: v for k, v in _canonical(cfg).items() if k != "clip"}
-            groups.setdefault(json.dumps(rest, sort_keys=True, default=repr), []).append((cfg, run_id))
-    yield from (g for g in groups.values() if len(g) > 1)
-
-
-def fit_group(group: list[tuple[dict[str, Any], str]], data: Any, progress: bool) -> list[History]:
-    """Train one group from :func:`stacked_groups` with :func:`fit_stacked` on ``data``."""
-    cfg = group[0][0]
-    kw = {k: v for k, v in cfg.items() if k not in DATA_KEYS and k not in _SEQUENTIAL_ONLY and k != "clip"}
-    return fit_stacked(data=data, clips=[_canonical(c)["clip"] for c, _ in group], progress=progress, **kw)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
-from . import plots
+from .checks import check_int
 
 
 @dataclass
@@ -58,6 +58,8 @@ class ThresholdSuggestion:
 
     def plot(self, ax: Any = None) -> Any:
         """Histogram of the norms (log bins) with a dashed line per suggested threshold; returns the axes."""
+        from . import plots  # matplotlib is loaded when a figure is asked for
+
         if ax is None:
             _, ax = plots.figure(1, 1, width=6.5, height=3.4)
         plots.grad_norm_histogram(ax, self.norms, label=f"||g|| over {self.steps} unclipped steps")
@@ -89,8 +91,7 @@ def suggest_threshold(model: nn.Module | str, data: Any, steps: int = 200, quant
     """
     from .train import fit
 
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_int("steps", steps)
     qs = [float(q) for q in quantiles]
     if not qs or not all(0.0 <= q <= 1.0 for q in qs):
         raise ValueError(f"quantiles must be a non-empty list of numbers in [0, 1], got {quantiles!r}")

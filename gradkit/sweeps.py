@@ -1,6 +1,6 @@
 """Reading a clipping sweep: one row per setting and clip, best thresholds, and words from numbers.
 
-A sweep (:func:`gradkit.train.sweep`) trains a *setting* (model, optimizer, learning rate, epochs,
+A sweep (:func:`gradkit.runs.sweep`) trains a *setting* (model, optimizer, learning rate, epochs,
 data) once without clipping and once per clipping method and threshold, for a few seeds. This
 module turns its runs into a table (:func:`sweep_table`), finds the best threshold of a method
 (:func:`best_threshold`), describes what the numbers show in sentences computed from them
@@ -33,9 +33,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import plots
+from .checks import CHANCE
 from .clip import METHODS, clipper
 
-CHANCE = 0.1
 SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "results"
 # Keys that tell runs of one setting apart without making a new setting.
 _RUN_KEYS = ("clip", "seed", "run_id", "data_seed")
@@ -373,7 +373,7 @@ def sweep_configs(base: dict[str, Any], thresholds: dict[str, Sequence[float]],
 
 def run_sweep(configs: list[dict[str, Any]], results_dir: str | Path, *, reuse: str | Path | None = SHIPPED_RESULTS,
               data: Any = None, progress: bool = True) -> list[Any]:
-    """:func:`gradkit.train.sweep` over ``configs`` in ``results_dir``, reusing finished runs.
+    """:func:`gradkit.runs.sweep` over ``configs`` in ``results_dir``, reusing finished runs.
 
     The run files of ``reuse`` (default: the shipped ``results/``) are copied into ``results_dir``
     first, so a config already run there is loaded instead of trained, and the shipped folder is
@@ -381,7 +381,7 @@ def run_sweep(configs: list[dict[str, Any]], results_dir: str | Path, *, reuse: 
     """
     import shutil
 
-    from .train import sweep
+    from .runs import sweep
 
     folder = Path(results_dir)
     if reuse is not None and Path(reuse).resolve() != folder.resolve() and Path(reuse).is_dir():

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .checks import check_choice, check_int, check_positive
 from .clip import clip_grad_norm, clip_grad_value, clipper
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
@@ -42,23 +43,6 @@ T = TypeVar("T")
 # (|z| > 4.6), and tanh'(z) = 1 - a^2 <= 0.0396 (max 1) once |a| > 0.98 (|z| > 2.3).
 SIGMOID_SATURATION = 0.49
 TANH_SATURATION = 0.98
-
-
-def _check_choice(name: str, value: Any, accepted: Sequence[Any]) -> None:
-    if value not in accepted:
-        raise ValueError(f"{name}={value!r} is not accepted; accepted values: {', '.join(map(repr, accepted))}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise ValueError(f"{name}={value!r} must be a finite number > 0")
 
 
 def _one_thread(fn: Callable[..., T]) -> Callable[..., T]:
@@ -81,7 +65,7 @@ def _one_thread(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def _generator(seed: int) -> torch.Generator:
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     return torch.Generator().manual_seed(int(seed))
 
 
@@ -102,10 +86,10 @@ def product_norms(depth: int, scale: float, width: int = 64, trials: int = 16, s
     >>> n.shape, float(n[0, 0])
     ((3, 3), 1.0)
     """
-    _check_int("depth", depth, 0)
-    _check_positive("scale", scale)
-    _check_int("width", width, 1)
-    _check_int("trials", trials, 1)
+    check_int("depth", depth, 0)
+    check_positive("scale", scale)
+    check_int("width", width, 1)
+    check_int("trials", trials, 1)
     gen = _generator(seed)
     x = torch.randn(trials, width, 1, generator=gen, dtype=DTYPE)
     x = x / x.norm(dim=1, keepdim=True)
@@ -133,8 +117,8 @@ def log_norm_drift(scale: float, width: int) -> float:
     >>> round(log_norm_drift(1.0, 64), 5), round(-1 / (2 * 64), 5)
     (-0.00785, -0.00781)
     """
-    _check_positive("scale", scale)
-    _check_int("width", width, 1)
+    check_positive("scale", scale)
+    check_int("width", width, 1)
     half = torch.tensor(width / 2.0, dtype=DTYPE)
     return math.log(scale) + 0.5 * (float(torch.special.digamma(half)) + math.log(2.0 / width))
 
@@ -185,12 +169,12 @@ def init_std(init: str, fan_in: int, fan_out: int, std: float = 0.05) -> float:
     >>> init_std("kaiming", 128, 128) == (2 / 128) ** 0.5
     True
     """
-    _check_choice("init", init, INITS)
+    check_choice("init", init, INITS)
     if init == "xavier":
         return math.sqrt(2.0 / (fan_in + fan_out))
     if init == "kaiming":
         return math.sqrt(2.0 / fan_in)
-    _check_positive("std", std)
+    check_positive("std", std)
     return float(std)
 
 
@@ -205,7 +189,7 @@ def saturated_share(a: Tensor, activation: str) -> float:
     >>> saturated_share(torch.tensor([[0.999, 0.5], [0.001, 0.6]]), "sigmoid")
     0.5
     """
-    _check_choice("activation", activation, ACTIVATIONS)
+    check_choice("activation", activation, ACTIVATIONS)
     if activation == "sigmoid":
         return float(((a - 0.5).abs() > SIGMOID_SATURATION).double().mean())
     if activation == "tanh":
@@ -249,12 +233,12 @@ def mlp_profile(depth: int = 20, width: int = 128, activation: str = "tanh", ini
     >>> p.grad_norm.shape, p.saturated.shape
     ((4,), (3,))
     """
-    _check_int("depth", depth, 1)
-    _check_int("width", width, 1)
-    _check_choice("activation", activation, ACTIVATIONS)
-    _check_choice("init", init, INITS)
-    _check_choice("norm", norm, NORMS)
-    _check_int("batch", batch, 2)
+    check_int("depth", depth, 1)
+    check_int("width", width, 1)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("init", init, INITS)
+    check_choice("norm", norm, NORMS)
+    check_int("batch", batch, 2)
     if not isinstance(residual, bool):
         raise ValueError(f"residual={residual!r} must be True or False")
     gen = _generator(seed)
@@ -303,9 +287,9 @@ def recurrence_matrix(rho: float, width: int = 32, matrix: str = "orthogonal", s
     >>> round(float(torch.linalg.eigvals(w).abs().max()), 6)
     0.9
     """
-    _check_positive("rho", rho)
-    _check_int("width", width, 1)
-    _check_choice("matrix", matrix, MATRICES)
+    check_positive("rho", rho)
+    check_int("width", width, 1)
+    check_choice("matrix", matrix, MATRICES)
     gen = _generator(seed)
     a = torch.randn(width, width, generator=gen, dtype=DTYPE)
     if matrix == "orthogonal":
@@ -332,8 +316,8 @@ def recurrence_grad_norms(rho: float, steps: int, width: int = 32, matrix: str =
     >>> [round(float(v), 6) for v in g]
     [1.0, 0.5, 0.25, 0.125]
     """
-    _check_int("steps", steps, 0)
-    _check_choice("activation", activation, RECURRENCE_ACTIVATIONS)
+    check_int("steps", steps, 0)
+    check_choice("activation", activation, RECURRENCE_ACTIVATIONS)
     w = recurrence_matrix(rho, width, matrix, seed)
     gen = _generator(seed + 1)
     h0 = torch.randn(width, generator=gen, dtype=DTYPE)
@@ -387,7 +371,7 @@ def clip_2d(grad: Sequence[float], threshold: float) -> Clip2D:
     >>> r.value.tolist(), round(r.norm_angle, 6), round(r.value_angle, 1)
     ([1.0, 1.0], 0.0, 26.6)
     """
-    _check_positive("threshold", threshold)
+    check_positive("threshold", threshold)
     g = torch.as_tensor(np.asarray(grad, dtype=np.float64))
     if g.shape != (2,):
         raise ValueError(f"grad={list(grad)!r} must have exactly 2 numbers")
@@ -450,8 +434,8 @@ def descend(lr: float, steps: int = 60, clip: Any = None, start: Sequence[float]
     >>> round(float(t.points[-1, 0]), 4)  # -3 * 0.9^5
     -1.7715
     """
-    _check_positive("lr", lr)
-    _check_int("steps", steps, 0)
+    check_positive("lr", lr)
+    check_int("steps", steps, 0)
     apply = clipper(clip)
     w = torch.tensor(list(start), dtype=DTYPE, requires_grad=True)
     if w.shape != (2,):
@@ -488,9 +472,9 @@ def tiny_regression(seed: int = 0, n: int = 64, features: int = 8, hidden: int =
     >>> tuple(x.shape), tuple(y.shape)
     ((64, 8), (64, 1))
     """
-    _check_int("n", n, 1)
-    _check_int("features", features, 1)
-    _check_int("hidden", hidden, 1)
+    check_int("n", n, 1)
+    check_int("features", features, 1)
+    check_int("hidden", hidden, 1)
     gen = _generator(seed)
     model = nn.Sequential(nn.Linear(features, hidden), nn.Tanh(), nn.Linear(hidden, 1))
     with torch.no_grad():

@@ -1,12 +1,12 @@
-"""Sliders for the lessons, each with a static fallback for headless runs.
+"""Sliders for the lessons, each with a static fallback for runs without a widget front end.
 
 Every interactive view in the kit is built the same way: a function that draws one setting,
 ipywidgets controls that call it on every change (no button for toy computations), and a
 static grid of representative settings that :func:`show` draws instead when no widget
-front-end will render (papermill reports, nbval in CI).
+front end will render (papermill, nbclient, nbconvert ``--execute``, nbval; ``GRADKIT_HEADLESS=1``).
 
 The builders (:func:`product_norms_view`, :func:`mlp_view`, :func:`recurrence_view`,
-:func:`clip_2d_view`, :func:`cliff_view`) return a :class:`LiveView`; in a notebook::
+:func:`threshold_view`, :func:`clip_2d_view`, :func:`cliff_view`) return a :class:`LiveView`; in a notebook::
 
     view = gradkit.widgets.mlp_view(activation="sigmoid", std=0.01)
     gradkit.widgets.show(view.widget, static=view.static);
@@ -15,17 +15,26 @@ and from Python (tests) the same object is driven without a browser::
 
     view.controls["depth"].value = 50     # recomputes at once
     view.data["grad_norm"]                # the arrays last plotted
+
+Comm messages may arrive on a thread of their own (JupyterLab 4.6 runs them on a kernel subshell),
+so a live view draws on a :class:`matplotlib.figure.Figure` that pyplot never sees (the inline
+backend cannot show it in an unrelated cell), renders under one lock (matplotlib's font cache is
+shared), coalesces a burst of changes into one redraw of the latest values, and sends each redraw as
+one PNG through an ``ipywidgets.Image``. Every float slider is a selection over fixed stops that
+include its default, so the browser never writes a snapped value back.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from typing import Any, Callable, Sequence
+import os
+import sys
+import threading
+from typing import Any, Callable, Iterable, Sequence
 
 import ipywidgets as ipw
 import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -36,14 +45,42 @@ from .runtime import headless
 Compute = Callable[..., dict[str, Any]]
 Draw = Callable[[dict[str, Any], Sequence[Axes]], None]
 
+# One lock for every redraw of every view: matplotlib's text rendering shares font objects between
+# figures, and two threads drawing at once corrupted figures (a fully transparent PNG was seen).
+RENDER_LOCK = threading.RLock()
+
+
+def widget_front_end() -> bool:
+    """True when a front end that renders widgets is attached to this kernel.
+
+    Signs of one: the kernel was started by a Jupyter server for a notebook session (JupyterLab,
+    Notebook 7: ``$JPY_SESSION_NAME``), VS Code's or Colab's kernel, or a front end that opened the
+    widgets' control channel. papermill, nbclient, nbconvert ``--execute`` and nbval start kernels
+    with none of these, so their runs get static figures instead of widgets nobody can move.
+
+    >>> widget_front_end()  # plain Python: no kernel at all
+    False
+    """
+    if not _in_kernel():
+        return False
+    from IPython import get_ipython
+
+    if os.environ.get("JPY_SESSION_NAME") or "google.colab" in sys.modules:
+        return True
+    shell = get_ipython()
+    if shell is not None and "__vsc_ipynb_file__" in shell.user_ns:
+        return True
+    return getattr(ipw.Widget, "_control_comm", None) is not None
+
 
 def show(widget: Any, static: Callable[[], Any]) -> Any:
-    """Display ``widget`` in a live notebook; when :func:`gradkit.runtime.headless`, call ``static()``.
+    """Display ``widget`` where a widget front end will render it; otherwise call ``static()``.
 
-    ``static`` draws the same view for a few representative settings so that an executed
-    report still has figures. Returns what was displayed (the widget or ``static()``'s value).
+    ``static`` draws the same view for a few representative settings so that a run without a
+    front end (``GRADKIT_HEADLESS=1``, or a kernel :func:`widget_front_end` finds none for) still
+    has figures. Returns what was displayed (the widget or ``static()``'s value).
     """
-    if headless():
+    if headless() or (_in_kernel() and not widget_front_end()):
         return static()
     from IPython.display import display
 
@@ -61,17 +98,66 @@ def _in_kernel() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
+def new_figure(rows: int = 1, cols: int = 1, *, width: float, height: float, **kw: Any) -> tuple[Figure, np.ndarray]:
+    """A ``rows x cols`` figure (``width x height`` inches) and its axes as a 2-D array, unknown to pyplot.
+
+    Like :func:`gradkit.plots.figure` (same style, constrained layout unless ``layout=`` says otherwise),
+    but pyplot never registers it: nothing needs closing, no other cell's output can pick it up, and a
+    comm thread can draw it while a cell runs.
+
+    >>> fig, axes = new_figure(1, 2, width=6, height=3)
+    >>> axes.shape, fig.get_size_inches().tolist()
+    ((1, 2), [6.0, 3.0])
+    """
+    kw.setdefault("layout", "constrained")
+    fig = Figure(figsize=(width, height), **kw)
+    return fig, np.asarray(fig.subplots(rows, cols, squeeze=False))
+
+
+def png(fig: Figure) -> bytes:
+    """``fig`` rendered once as PNG bytes at its own dpi, under :data:`RENDER_LOCK`."""
+    buffer = io.BytesIO()
+    # The figure's layout already fits the margins: a "tight" pass would draw it twice.
+    with RENDER_LOCK, matplotlib.rc_context({"savefig.bbox": "standard"}):
+        fig.savefig(buffer, format="png", dpi=fig.dpi)
+    return buffer.getvalue()
+
+
 def _display(fig: Figure) -> None:
-    """Show ``fig`` once as a PNG (in a kernel) and close it so the inline backend does not show it again."""
+    """Show ``fig`` once as a PNG, in a kernel; elsewhere do nothing."""
     if _in_kernel():
         from IPython.display import Image, display
 
-        buffer = io.BytesIO()
-        # The figure's constrained layout already fits the margins: a "tight" pass would draw it twice.
-        with matplotlib.rc_context({"savefig.bbox": "standard"}):
-            fig.savefig(buffer, format="png", dpi=fig.dpi)
-        display(Image(buffer.getvalue()))
-    plt.close(fig)
+        display(Image(png(fig)))
+
+
+class Coalescer:
+    """Runs ``redraw()`` for a burst of change notifications as few times as possible, one at a time.
+
+    Every :meth:`request` counts; a redraw that starts covers every request made before it started, so
+    a request that waited for the lock while a later redraw ran returns without drawing again. The
+    redraw reads the controls itself, so the last one always shows the latest values.
+    """
+
+    def __init__(self, redraw: Callable[[], None]) -> None:
+        self._redraw = redraw
+        self._count_lock = threading.Lock()
+        self._requested = 0
+        self._covered = 0
+
+    def request(self) -> bool:
+        """Ask for a redraw; returns True when this call drew, False when a later redraw covered it."""
+        with self._count_lock:
+            self._requested += 1
+            mine = self._requested
+        with RENDER_LOCK:
+            if self._covered >= mine:
+                return False
+            with self._count_lock:
+                covering = self._requested
+            self._redraw()
+            self._covered = covering
+        return True
 
 
 class LiveView:
@@ -79,6 +165,7 @@ class LiveView:
 
     ``controls`` maps each keyword of ``compute`` to an ipywidget; ``draw`` fills ``panels`` axes;
     ``examples`` are the settings (partial dicts of control values) that :meth:`static` draws.
+    :attr:`image` (an ``ipywidgets.Image``) holds the PNG of the last redraw and :attr:`redraws` counts them.
     """
 
     def __init__(self, controls: dict[str, ipw.ValueWidget], compute: Compute, draw: Draw, *, panels: int = 1,
@@ -86,12 +173,15 @@ class LiveView:
         self.controls = dict(controls)
         self.examples = [dict(e) for e in examples]
         self.panels = panels
-        self.output = ipw.Output()
         self.data: dict[str, Any] = {}
         self.figure: Figure | None = None
+        self.redraws = 0
         self._compute, self._draw, self._panel_size = compute, draw, panel_size
+        w, h = panel_size
+        self.image = ipw.Image(format="png", layout=ipw.Layout(width=f"{round(w * panels * 100)}px"))
         box = ipw.HBox(list(self.controls.values()), layout=ipw.Layout(flex_flow="row wrap"))
-        self.widget = ipw.VBox([box, self.output])
+        self.widget = ipw.VBox([box, self.image])
+        self._coalescer = Coalescer(self._redraw)
         for control in self.controls.values():
             control.observe(self._changed, names="value")
         self.update()
@@ -102,32 +192,31 @@ class LiveView:
         return {name: control.value for name, control in self.controls.items()}
 
     def _changed(self, _change: dict[str, Any]) -> None:
-        self.update()
+        self._coalescer.request()
 
     def _figure(self, rows: int, cols: int, live: bool = False) -> tuple[Figure, np.ndarray]:
         w, h = self._panel_size
         if live:
             # Fixed margins instead of constrained layout: measuring every label's extent on each
             # slider move cost about a third of a redraw.
-            fig, axes = plots.figure(rows, cols, width=w * cols, height=h * rows, layout=None)
+            fig, axes = new_figure(rows, cols, width=w * cols, height=h * rows, layout=None)
             fig.subplots_adjust(left=0.85 / w / cols, right=1 - 0.15 / w / cols, bottom=0.6 / h, top=1 - 0.55 / h,
                                 wspace=0.4)
-        else:
-            fig, axes = plots.figure(rows, cols, width=w * cols, height=h * rows)
-        return fig, np.atleast_1d(axes).reshape(rows, cols)
+            return fig, axes
+        return new_figure(rows, cols, width=w * cols, height=h * rows)
+
+    def _redraw(self) -> None:
+        data = self._compute(**self.values)
+        fig, axes = self._figure(1, self.panels, live=True)
+        self._draw(data, list(axes[0]))
+        image = png(fig)
+        self.data, self.figure = data, fig
+        self.image.value = image
+        self.redraws += 1
 
     def update(self) -> dict[str, Any]:
-        """Recompute :attr:`data` from the controls and redraw; returns the new data."""
-        self.data = self._compute(**self.values)
-        fig, axes = self._figure(1, self.panels, live=True)
-        self._draw(self.data, list(axes[0]))
-        self.figure = fig
-        if _in_kernel():
-            with self.output:
-                self.output.clear_output(wait=True)
-                _display(fig)
-        else:
-            plt.close(fig)
+        """Recompute :attr:`data` from the controls and redraw (one PNG); returns the new data."""
+        self._coalescer.request()
         return self.data
 
     def static(self, examples: Sequence[dict[str, Any]] | None = None) -> Figure:
@@ -144,15 +233,51 @@ class LiveView:
             rows = math.ceil(len(settings) / cols)
         else:
             rows, cols = len(settings), self.panels
-        fig, axes = self._figure(rows, cols)
-        flat = list(axes.flat)
-        for i, setting in enumerate(settings):
-            data = self._compute(**{**self.values, **setting})
-            self._draw(data, flat[i * self.panels:(i + 1) * self.panels])
-        for ax in flat[len(settings) * self.panels:]:
-            ax.set_visible(False)
-        _display(fig)
+        with RENDER_LOCK:
+            fig, axes = self._figure(rows, cols)
+            flat = list(axes.flat)
+            for i, setting in enumerate(settings):
+                data = self._compute(**{**self.values, **setting})
+                self._draw(data, flat[i * self.panels:(i + 1) * self.panels])
+            for ax in flat[len(settings) * self.panels:]:
+                ax.set_visible(False)
+            _display(fig)
         return fig
+
+
+def fmt(value: float) -> str:
+    """A slider value for labels, legends and titles: 3 significant digits.
+
+    >>> fmt(0.30199517), fmt(2.0), fmt(0.0001)
+    ('0.302', '2', '0.0001')
+    """
+    return f"{value:.3g}"
+
+
+def stops(lo: float, hi: float, mantissas: Iterable[int] = (1, 2, 5)) -> list[float]:
+    """The values ``m * 10^e`` between ``lo`` and ``hi`` (inclusive) for each mantissa ``m``: a log scale
+    with few, round, labelled stops.
+
+    >>> stops(0.01, 1.0)
+    [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    """
+    if not 0 < lo <= hi:
+        raise ValueError(f"need 0 < lo <= hi, got lo={lo!r}, hi={hi!r}")
+    # float("2e-1") is the literal 0.2, where 2 * 10 ** -1 could be 0.20000000000000004.
+    values = [float(f"{m}e{e}") for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+              for m in mantissas]
+    return sorted(v for v in set(values) if lo * (1 - 1e-12) <= v <= hi * (1 + 1e-12))
+
+
+def grid(lo: float, hi: float, step: float) -> list[float]:
+    """``lo, lo + step, ..., hi`` as the round numbers they name (no 0.30000000000000004).
+
+    >>> grid(0.1, 0.5, 0.1)
+    [0.1, 0.2, 0.3, 0.4, 0.5]
+    """
+    n = round((hi - lo) / step)
+    digits = max(0, -math.floor(math.log10(step))) + 2
+    return [round(lo + i * step, digits) for i in range(n + 1)]
 
 
 def _style(continuous: bool = True) -> dict[str, Any]:
@@ -161,10 +286,20 @@ def _style(continuous: bool = True) -> dict[str, Any]:
     return {"style": {"description_width": "initial"}, "continuous_update": continuous}
 
 
-def _log_slider(description: str, value: float, lo: float, hi: float, base: float = 10.0,
-                continuous: bool = True) -> ipw.FloatLogSlider:
-    return ipw.FloatLogSlider(value=value, base=base, min=math.log(lo, base), max=math.log(hi, base), step=0.01,
-                              description=description, readout_format=".3g", **_style(continuous))
+def stop_slider(description: str, value: float, options: Iterable[float], continuous: bool = True,
+                width: str = "420px") -> ipw.SelectionSlider:
+    """A slider over the numbers ``options`` (``value`` added when missing), labelled with :func:`fmt`.
+
+    Each key press moves one stop, and every value it can hold is exactly one of ``options``, so the
+    front end has nothing to round and write back when it renders.
+
+    >>> s = stop_slider("c", 0.3, stops(0.1, 1.0))
+    >>> s.value, [label for label, _ in s.options]
+    (0.3, ['0.1', '0.2', '0.3', '0.5', '1'])
+    """
+    values = sorted({float(v) for v in options} | {float(value)})
+    return ipw.SelectionSlider(options=[(fmt(v), v) for v in values], value=float(value), description=description,
+                               layout=ipw.Layout(width=width), **_style(continuous))
 
 
 def _int_slider(description: str, value: int, lo: int, hi: int, step: int = 1, continuous: bool = True) -> ipw.IntSlider:
@@ -177,6 +312,10 @@ def _dropdown(description: str, value: Any, options: Sequence[Any]) -> ipw.Dropd
 
 # ----------------------------------------------------------------------------------------------
 # Lesson 01
+
+# Weight scales s: fine steps near s = 1, where the product's norm neither explodes nor vanishes.
+SCALE_STOPS = (0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4,
+               1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 
 
 def product_norms_view(scale: float = 1.0, depth: int = 50, width: int = 64, trials: int = 16, seed: int = 0) -> LiveView:
@@ -199,9 +338,9 @@ def product_norms_view(scale: float = 1.0, depth: int = 50, width: int = 64, tri
     def draw(data: dict[str, Any], axes: Sequence[Axes]) -> None:
         curves = {1.0: data["boundary"], float(data["scale"]): data["norms"]}
         plots.product_norm_curves(axes[0], curves, width)
-        axes[0].set_title(f"s = {data['scale']:.3g} (black: s = 1), width {width}")
+        axes[0].set_title(f"s = {fmt(data['scale'])} (black: s = 1), width {width}")
 
-    controls = {"scale": _log_slider("scale s", scale, 0.25, 4.0, base=2.0), "depth": _int_slider("depth L", depth, 1, 100)}
+    controls = {"scale": stop_slider("scale s", scale, SCALE_STOPS), "depth": _int_slider("depth L", depth, 1, 100)}
     examples = [{"scale": 0.8}, {"scale": 1.0}, {"scale": 1.25}]
     return LiveView(controls, compute, draw, examples=examples)
 
@@ -227,7 +366,7 @@ def mlp_view(depth: int = 20, width: int = 64, activation: str = "sigmoid", init
         "width": _int_slider("width", width, 16, 128, step=16, continuous=False),
         "activation": _dropdown("activation", activation, toys.ACTIVATIONS),
         "init": _dropdown("init", init, toys.INITS),
-        "std": _log_slider("std (init=normal)", std, 1e-3, 1.0, continuous=False),
+        "std": stop_slider("std (init=normal)", std, stops(1e-3, 1.0), continuous=False, width="360px"),
         "norm": _dropdown("norm", norm, toys.NORMS),
         "residual": ipw.Checkbox(value=residual, description="residual"),
         "clip": _dropdown("clip", clip, ("none", "norm:1.0", "norm:0.1", "norm:0.01", "value:0.01")),
@@ -260,12 +399,11 @@ def recurrence_view(rho: float = 1.0, steps: int = 50, width: int = 32, matrix: 
                 "activation": activation}
 
     def draw(data: dict[str, Any], axes: Sequence[Axes]) -> None:
-        label = f"rho={data['rho']:.3g}, {data['matrix']}, {data['activation']}"
+        label = f"rho={fmt(data['rho'])}, {data['matrix']}, {data['activation']}"
         plots.recurrence_grad_curves(axes[0], {label: (data["rho"], data["grad_norm"])})
 
     controls = {
-        "rho": ipw.FloatSlider(value=rho, min=0.5, max=1.5, step=0.01, description="spectral radius rho",
-                               readout_format=".2f", **_style()),
+        "rho": stop_slider("spectral radius rho", rho, grid(0.5, 1.5, 0.01)),
         "steps": _int_slider("steps T", steps, 1, 100),
         "matrix": _dropdown("matrix", matrix, toys.MATRICES),
         "activation": _dropdown("activation", activation, toys.RECURRENCE_ACTIVATIONS),
@@ -294,15 +432,18 @@ def threshold_view(norm_before: Sequence[float], threshold: float = 0.5,
 
     def draw(data: dict[str, Any], axes: Sequence[Axes]) -> None:
         plots.grad_norm_trace(axes[0], norms, threshold=data["c"], color=plots.color_for("none"))
-        axes[0].set_title(f"c = {data['c']:g}: {100 * data['share_above']:.0f}% of steps above c")
+        axes[0].set_title(f"c = {fmt(data['c'])}: {100 * data['share_above']:.0f}% of steps above c")
 
     lo, hi = min(0.01, float(norms.min())), max(10 ** 1.5, float(norms.max()))
-    controls = {"c": _log_slider("c", threshold, lo, hi)}
+    controls = {"c": stop_slider("c", threshold, stops(lo, hi))}
     return LiveView(controls, compute, draw, examples=[{"c": c} for c in examples], panel_size=(4.2, 3.3))
 
 
 # ----------------------------------------------------------------------------------------------
 # Lesson 02
+
+# Learning rates of the cliff view: a few stops per decade from 0.01 to 0.5.
+LR_STOPS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 def clip_2d_view(gx: float = 3.0, gy: float = 1.0, threshold: float = 1.0) -> LiveView:
@@ -319,11 +460,9 @@ def clip_2d_view(gx: float = 3.0, gy: float = 1.0, threshold: float = 1.0) -> Li
     def draw(data: dict[str, Any], axes: Sequence[Axes]) -> None:
         plots.clip_2d_arrows(axes[0], data["result"])
 
-    def coord(name: str, value: float) -> ipw.FloatSlider:
-        return ipw.FloatSlider(value=value, min=-4.0, max=4.0, step=0.05, description=name, **_style())
-
-    controls = {"gx": coord("g_1", gx), "gy": coord("g_2", gy),
-                "threshold": ipw.FloatSlider(value=threshold, min=0.1, max=4.0, step=0.05, description="threshold c", **_style())}
+    controls = {"gx": stop_slider("g_1", gx, grid(-4.0, 4.0, 0.1), width="320px"),
+                "gy": stop_slider("g_2", gy, grid(-4.0, 4.0, 0.1), width="320px"),
+                "threshold": stop_slider("threshold c", threshold, grid(0.1, 4.0, 0.1), width="320px")}
     examples = [{"gx": 3.0, "gy": 1.0, "threshold": 1.0}, {"gx": 3.0, "gy": 1.0, "threshold": 2.0},
                 {"gx": 0.5, "gy": 2.5, "threshold": 1.0}]
     return LiveView(controls, compute, draw, examples=examples, panel_size=(4.0, 4.0))
@@ -345,8 +484,8 @@ def cliff_view(lr: float = 0.3, threshold: float = 2.0, method: str = "norm", st
         plots.cliff_paths(axes[0], [data["plain"], data["clipped"]])
         plots.step_lengths(axes[1], [data["plain"], data["clipped"]])
 
-    controls = {"lr": _log_slider("learning rate", lr, 0.01, 0.5),
-                "threshold": _log_slider("threshold c", threshold, 0.1, 10.0),
+    controls = {"lr": stop_slider("learning rate", lr, LR_STOPS),
+                "threshold": stop_slider("threshold c", threshold, stops(0.1, 10.0, (1, 2, 3, 5))),
                 "method": _dropdown("method", method, ("norm", "value"))}
     examples = [{"lr": 0.05}, {"lr": 0.3}]
     return LiveView(controls, compute, draw, panels=2, examples=examples, panel_size=(5.6, 4.2))

@@ -169,7 +169,7 @@ def test_smoothness_trace_stops_at_divergence_and_validates():
     assert tr.diverged and tr.loss.size == 0
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
         smoothness_trace(model, _batches(), steps=0, lr=0.1)
-    with pytest.raises(ValueError, match="lr must be a number > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         smoothness_trace(model, _batches(), steps=1, lr=0)
     with pytest.raises(ValueError, match="batches is empty"):
         smoothness_trace(_model(), [], steps=1, lr=0.1)

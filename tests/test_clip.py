@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -430,12 +431,80 @@ def test_autoclip_matches_reference_numpy_percentile():
         c = float(np.percentile(seen, 25.0))  # the reference: append, then np.percentile (linear)
         result = auto(w)
         assert float(result.threshold) == pytest.approx(c, rel=1e-5)
-        assert torch.allclose(w.grad, g * min(1.0, c / (norm + 1e-6)), rtol=1e-5)
-        assert bool(result.clipped) is (c / (norm + 1e-6) < 1)
+        cut = norm > float(result.threshold)
+        assert torch.allclose(w.grad, g * (c / (norm + 1e-6) if cut else 1.0), rtol=1e-5)
+        assert bool(result.clipped) is cut
     assert auto.history.shape == (300,)
     assert np.allclose(auto.history.numpy(), seen, rtol=1e-6)
     auto.reset()
     assert auto.history.numel() == 0
+
+
+def test_autoclip_counts_a_step_clipped_only_when_the_norm_exceeds_the_percentile():
+    auto, w = AutoClip(percentile=50), torch.zeros(1)
+    flags = []
+    for g in (2.0, 1.0, 3.0, 2.0, 8.0):  # medians: 2 (first step: the norm itself), 1.5, 2, 2, 2
+        w.grad = torch.tensor([g])
+        r = auto(w)
+        flags.append(bool(r.clipped))
+        if not flags[-1]:  # nothing cut: the gradient is exactly what it was
+            assert w.grad.item() == g and float(r.norm_after) == g and float(r.clipped_fraction) == 0.0
+    assert flags == [False, False, True, False, True]
+    assert w.grad.item() == pytest.approx(2.0 * 8.0 / (8.0 + 1e-6))
+
+
+@pytest.mark.parametrize("fn", [clip_grad_norm, clip_grad_norm_per_tensor])
+def test_a_norm_equal_to_the_threshold_is_not_clipped(fn):
+    w = torch.zeros(2)
+    w.grad = torch.tensor([3.0, 4.0])
+    r = fn(w, 5.0)
+    assert not bool(r.clipped) and torch.equal(w.grad, torch.tensor([3.0, 4.0])) and float(r.norm_after) == 5.0
+    r = fn(w, 4.999)
+    assert bool(r.clipped) and float(r.norm_after) == pytest.approx(4.999, rel=1e-6)
+
+
+def test_clipper_auto_on_a_module_first_step_is_not_clipped():
+    model = small_model(3)
+    before = flat(model).clone()
+    r = clipper("auto:10")(model)
+    assert not bool(r.clipped) and torch.equal(flat(model), before)
+
+
+# --- overflow: a finite gradient whose norm is inf is zeroed (as torch does) and reported as 0 ------
+
+
+def overflowing() -> tuple[torch.Tensor, torch.Tensor]:
+    """A finite float32 gradient whose 2-norm overflows (sum of squares > 3.4e38), and its twin."""
+    w, twin = torch.ones(2, 3), torch.ones(2, 3)
+    w.grad = torch.full((2, 3), 3e38)
+    twin.grad = w.grad.clone()
+    assert bool(torch.isfinite(w.grad).all()) and torch.isinf(torch.linalg.vector_norm(w.grad))
+    return w, twin
+
+
+@pytest.mark.parametrize("clip", [lambda p: clip_grad_norm(p, 1.0), lambda p: clip_grad_norm_per_tensor(p, 1.0),
+                                  lambda p: adaptive_clip_grad(p, 0.01), clipper("norm:1.0"),
+                                  clipper("tensor_norm:1.0"), clipper("agc:0.01")])
+def test_overflowing_norm_is_zeroed_and_reported_as_zero_not_nan(clip):
+    w, twin = overflowing()
+    r = clip(w)
+    assert torch.equal(w.grad, torch.zeros(2, 3))
+    assert float(r.norm_before) == math.inf and float(r.norm_after) == 0.0 and bool(r.clipped)
+
+
+def test_overflow_matches_torch_gradients():
+    w, twin = overflowing()
+    clip_grad_norm(w, 1.0)
+    torch.nn.utils.clip_grad_norm_([twin], 1.0)
+    assert torch.equal(w.grad, twin.grad)
+
+
+def test_overflow_in_the_total_only_is_reported_as_zero():
+    a, b = torch.zeros(1), torch.zeros(1)
+    a.grad, b.grad = torch.tensor([3e38]), torch.tensor([3e38])  # each norm finite, the total is not
+    r = clip_grad_norm([a, b], 1.0)
+    assert float(r.norm_before) == math.inf and float(r.norm_after) == 0.0
+    assert a.grad.item() == 0.0 and b.grad.item() == 0.0
 
 
 def test_autoclip_no_grads_records_nothing():
@@ -617,3 +686,49 @@ def test_no_host_sync_on_cuda(spec):
             clip(model)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+# --- torch's private grouping helper has a plain fallback ----------------------------------------
+
+
+def test_plain_grouping_equals_torchs_private_helper():
+    from gradkit import clip as gclip
+
+    tensors = [torch.zeros(3, dtype=torch.float64), torch.zeros(2), torch.zeros(1, dtype=torch.float64), torch.zeros(4),
+               torch.zeros(2, dtype=torch.float16)]
+    ours = sorted((str(d), [id(t) for t in g], i) for d, g, i in gclip._plain_groups(tensors))
+    theirs = sorted((str(d), [id(t) for t in g], i) for d, g, i in gclip._groups(tensors))
+    assert ours == theirs and sorted(i for *_, idx in ours for i in idx) == list(range(5))
+
+
+@pytest.mark.parametrize("spec", ["norm:0.5", "tensor_norm:0.5", "value:0.01", "norm_inf:0.5"])
+def test_clipping_without_torchs_private_helper_gives_the_same_numbers(monkeypatch, spec):
+    """A torch that moves ``torch.utils._foreach_utils`` still clips, through the plain grouping."""
+    from gradkit import clip as gclip
+
+    ours, theirs = twins(7, 100.0)
+    for m in (ours, theirs):
+        m[0].double()  # two dtypes: two groups
+        m[0].weight.grad, m[0].bias.grad = m[0].weight.grad.double(), m[0].bias.grad.double()
+    expected = clipper(spec)(theirs)
+    monkeypatch.setattr(gclip, "_group_tensors_by_device_and_dtype", None)
+    result = clipper(spec)(ours)
+    assert_grads_close(ours, theirs, rtol=0.0)
+    assert float(result.norm_before) == float(expected.norm_before)
+    assert float(result.clipped_fraction) == float(expected.clipped_fraction)
+
+
+def test_clip_imports_when_torchs_private_helper_is_gone():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, torch.utils._foreach_utils as f\n"
+            "del f._group_tensors_by_device_and_dtype  # as in a torch that renamed it\n"
+            "import gradkit.clip as c; assert c._group_tensors_by_device_and_dtype is None\n"
+            "w = torch.zeros(2); w.grad = torch.tensor([3.0, 4.0]); r = c.clip_grad_norm(w, 1.0)\n"
+            "print(*w.grad.tolist(), float(r.norm_before))")
+    env = {**os.environ, "PYTHONPATH": str(Path(gradkit.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [float(v) for v in proc.stdout.split()] == pytest.approx([0.6, 0.8, 5.0], rel=1e-6)

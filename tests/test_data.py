@@ -1,8 +1,10 @@
 """Data: every accepted layout and every error on tiny fake trees, the cache, subsets, synthetic
 data, and one check of the real shared JPEG archive (skipped when it is absent)."""
 
+import hashlib
 import os
 import pickle
+import warnings
 import tarfile
 from pathlib import Path
 
@@ -57,6 +59,16 @@ def batch_bytes(first: int, n: int) -> bytes:
     """A batch in the original's format: rows of 1024 red, 1024 green, 1024 blue values."""
     rows = (np.arange(n * 3072, dtype=np.int64).reshape(n, 3072) + first) % 251
     return pickle.dumps({b"data": rows.astype(np.uint8), b"labels": [(first + i) % 10 for i in range(n)]})
+
+
+@pytest.fixture(autouse=True)
+def trust_fake_batches(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The fake batches of :func:`write_torchvision` stand in for the originals: their MD5s replace
+    the published ones (the real check is tested with its own table below)."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    table = {name: hashlib.md5(batch_bytes(k * 20, 20)).hexdigest() for k, name in enumerate(names)}
+    monkeypatch.setattr(gdata, "BATCH_MD5", table)
+    return table
 
 
 def write_torchvision(root: Path, n: int = 20) -> Path:
@@ -266,6 +278,112 @@ def test_corrupt_torchvision_batch_is_named(tmp_path: Path) -> None:
         cifar10(root=root, device="cpu", val=0)
 
 
+def test_the_published_md5s_are_torchvisions() -> None:
+    from torchvision.datasets import CIFAR10
+
+    published = dict(CIFAR10.train_list + CIFAR10.test_list)
+    source = Path(gdata.__file__).read_text()
+    assert all(f'"{name}": "{md5}"' in source for name, md5 in published.items()) and len(published) == 6
+
+
+class Payload:
+    """Unpickling this runs ``os.mkdir(marker)``: what a crafted batch file could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def crafted_batch(marker: Path) -> bytes:
+    return pickle.dumps({b"data": Payload(marker), b"labels": [0]})
+
+
+@pytest.mark.parametrize("where", ["folder", "archive"])
+def test_a_crafted_batch_file_is_refused_by_its_md5_and_nothing_runs(tmp_path: Path, where: str) -> None:
+    root = write_torchvision(tmp_path / "d")
+    marker = tmp_path / "code-ran"
+    (root / "cifar-10-batches-py" / "data_batch_2").write_bytes(crafted_batch(marker))
+    source = root if where == "folder" else write_archive(root, tmp_path / "cifar-10-python.tar.gz", arcname="")
+    with pytest.raises(ValueError, match=r"data_batch_2: MD5 [0-9a-f]{32} is not the published") as err:
+        cifar10(root=source, device="cpu")
+    assert not marker.exists() and "not unpickled" in str(err.value)
+
+
+def test_a_crafted_batch_with_the_right_md5_still_runs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_fake_batches: dict[str, str]
+) -> None:
+    """Defence in depth: were the MD5 table wrong, the restricted unpickler still refuses."""
+    root = write_torchvision(tmp_path / "d")
+    marker = tmp_path / "code-ran"
+    data = crafted_batch(marker)
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(data)
+    monkeypatch.setitem(gdata.BATCH_MD5, "test_batch", hashlib.md5(data).hexdigest())
+    with pytest.raises(ValueError, match=r"test_batch: not a CIFAR-10 batch file.*refused to load posix\.mkdir|"
+                                         r"test_batch: not a CIFAR-10 batch file.*refused to load os\.mkdir"):
+        cifar10(root=root, device="cpu")
+    assert not marker.exists()
+
+
+def test_the_real_md5_table_refuses_files_that_are_not_the_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the published table, not the fakes'
+    monkeypatch.setenv("GRADKIT_CACHE", str(tmp_path / "cache"))
+    root = write_torchvision(tmp_path / "d")
+    with pytest.raises(ValueError, match=r"data_batch_1: MD5 .* not the published c99cafc152244af753f735de768cd75f"):
+        cifar10(root=root, device="cpu")
+
+
+def test_an_oversized_member_of_an_archive_is_not_read(tmp_path: Path) -> None:
+    src = write_folders(tmp_path / "src")
+    (src / "train" / "cat" / "0000.png").write_bytes(b"\0" * (gdata.MAX_IMAGE_BYTES + 1))
+    archive = write_archive(src, tmp_path / "a.tar.gz")
+    with pytest.raises(ValueError, match=r"train/cat/0000\.png: \d+ bytes, too large for a 32x32 image"):
+        cifar10(root=archive, device="cpu")
+
+
+@pytest.mark.parametrize("where", ["folder", "archive"])
+def test_a_huge_image_is_refused_from_its_header_without_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    src = write_folders(tmp_path / "src")
+    Image.new("1", (9000, 9000)).save(src / "train" / "dog" / "0001.png")  # 1-bit: a small file, 81 Mpixel
+    root = src if where == "folder" else write_archive(src, tmp_path / "a.tar.gz")
+
+    def no_decode(self, *args, **kwargs):
+        if self.size != (32, 32):
+            raise AssertionError(f"decoded a {self.size} image before checking its size")
+        return original(self, *args, **kwargs)
+
+    original = Image.Image.convert
+    monkeypatch.setattr(Image.Image, "convert", no_decode)
+    with pytest.raises(ValueError, match=r"dog/0001\.png: image is 9000x9000, CIFAR-10 images are 32x32"):
+        cifar10(root=root, device="cpu")
+
+
+@pytest.mark.parametrize("root", [123, 1.5, b"/tmp", ["a"], ""])
+def test_a_root_that_is_not_a_path_is_named_before_any_work(
+    root: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gdata, "_locate", lambda path: pytest.fail("looked for data"))
+    monkeypatch.setattr(gdata, "_download", lambda path: pytest.fail("downloaded"))
+    with pytest.raises(ValueError, match=r"root must be None or a non-empty path"):
+        cifar10(root=root)
+    with pytest.raises(ValueError, match=r"root must be None or a non-empty path"):
+        find_cifar10(root)
+
+
+@pytest.mark.parametrize("kw, arg", [({"device": "tpu"}, "device"), ({"subset": "10"}, "subset"),
+                                     ({"test_subset": 0}, "test_subset")])
+def test_bad_arguments_are_named_before_the_data_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kw: dict, arg: str
+) -> None:
+    root = write_folders(tmp_path / "d")
+    monkeypatch.setattr(gdata, "_load_all", lambda kind, path: pytest.fail("read the data"))
+    with pytest.raises(ValueError, match=arg):
+        cifar10(root=root, **kw)
+
+
 # ---- the cache ----------------------------------------------------------------------------
 
 
@@ -299,6 +417,83 @@ def test_unreadable_cache_file_is_replaced(tmp_path: Path, isolated: Path) -> No
         d = cifar10(root=root, device="cpu", val=0)
     assert torch.equal(d.train_x, expected_tensors(2)[0])
     assert torch.load(cache, weights_only=True)["version"] == gdata.CACHE_VERSION
+
+
+def the_cache(isolated: Path) -> Path:
+    (cache,) = isolated.iterdir()
+    return cache
+
+
+def test_flipped_bytes_in_the_cached_pixels_are_found_and_the_cache_rebuilt(tmp_path: Path, isolated: Path) -> None:
+    root = write_folders(tmp_path / "d")
+    cifar10(root=root, device="cpu")
+    cache = the_cache(isolated)
+    entry = torch.load(cache, weights_only=True)
+    entry["train_x"][3, 1, 4, 4] ^= 0xFF  # one pixel changed, the checksum kept: what a bad disk does
+    torch.save(entry, cache)
+    with pytest.warns(UserWarning, match=r"checksum mismatch.*decoding the data again"):
+        d = cifar10(root=root, device="cpu")
+    assert torch.equal(d.train_x, expected_tensors(2)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(cifar10(root=root, device="cpu").train_x, expected_tensors(2)[0])  # rebuilt and valid
+
+
+def test_flipped_bytes_in_the_cache_file_itself_are_found(tmp_path: Path, isolated: Path) -> None:
+    root = write_folders(tmp_path / "d", per_class=3)
+    cifar10(root=root, device="cpu")
+    cache = the_cache(isolated)
+    raw = bytearray(cache.read_bytes())
+    labels = torch.arange(10).repeat_interleave(3).numpy().tobytes()  # train_y as stored (int64)
+    at = bytes(raw).index(labels)
+    raw[at + 8 * 7 + 6] = 0x40  # label 7's high byte: a label of about 1e16
+    cache.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="ignoring the CIFAR-10 cache"):
+        d = cifar10(root=root, device="cpu")
+    assert torch.equal(d.train_y, expected_tensors(3)[1])
+
+
+def test_labels_out_of_range_in_a_cache_are_refused_even_with_a_matching_checksum(tmp_path: Path, isolated: Path) -> None:
+    root = write_folders(tmp_path / "d")
+    cifar10(root=root, device="cpu")
+    cache = the_cache(isolated)
+    entry = torch.load(cache, weights_only=True)
+    entry["test_y"][0] = 10**14
+    entry["checksum"] = gdata._checksum(entry)
+    torch.save(entry, cache)
+    with pytest.warns(UserWarning, match=r"labels outside 0\.\.9"):
+        d = cifar10(root=root, device="cpu")
+    assert int(d.test_y.max()) == 9
+
+
+def test_an_image_rewritten_in_place_under_the_same_name_is_decoded_again(tmp_path: Path) -> None:
+    root = write_folders(tmp_path / "d")
+    assert cifar10(root=root, device="cpu").train_x[0, 0, 0, 0].item() == 0
+    image = root / "train" / "airplane" / "0000.png"
+    folder_times = [(p, p.stat().st_mtime_ns) for p in (root, root / "train", image.parent)]
+    array = image_for(0, 0)
+    array[..., 0] = 77
+    Image.fromarray(array).save(image)
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    for folder, mtime in folder_times:  # no folder changes: only the file does
+        os.utime(folder, ns=(mtime, mtime))
+    assert cifar10(root=root, device="cpu").train_x[0, 0, 0, 0].item() == 77
+
+
+def test_a_cache_that_cannot_be_written_warns_and_still_returns_the_data(
+    tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file: "
+                           "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    root = write_folders(tmp_path / "d")
+    with pytest.warns(UserWarning, match=r"could not write the CIFAR-10 cache.*No space left"):
+        d = cifar10(root=root, device="cpu")
+    assert torch.equal(d.train_x, expected_tensors(2)[0])
+    assert not isolated.exists() or list(isolated.iterdir()) == []  # no partial file left behind
 
 
 # ---- subsets, statistics, devices ---------------------------------------------------------

@@ -1,5 +1,9 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from gradkit import doctor
 
@@ -49,3 +53,72 @@ def test_command_line_reports_a_missing_dataset(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "[OK]   Python" in proc.stdout
     assert "[FAIL] CIFAR-10: not found" in proc.stdout and "fix: set GRADKIT_DATA" in proc.stdout
+
+
+def _folders(base, splits=("train", "test")):
+    from PIL import Image
+
+    from gradkit.data import CLASSES
+
+    for split in splits:
+        for cls in CLASSES:
+            (base / split / cls).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(base / split / cls / "0.png")
+    return base
+
+
+@pytest.fixture()
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_cifar10_check_reads_both_splits_and_names_the_path(monkeypatch, isolated):
+    root = _folders(isolated / "data")
+    monkeypatch.setenv("GRADKIT_DATA", str(root))
+    check = doctor.check_cifar10(reachable=lambda: False)
+    assert check.ok and str(root) in check.detail and "10 training and 10 test images" in check.detail
+
+
+def test_cifar10_check_fails_on_a_train_only_folder(monkeypatch, isolated):
+    root = _folders(isolated / "data", splits=("train",))
+    monkeypatch.setenv("GRADKIT_DATA", str(root))
+    check = doctor.check_cifar10(reachable=lambda: True)
+    assert not check.ok and str(root) in check.detail and "test" in check.detail
+
+
+def test_cifar10_check_fails_on_a_truncated_archive(monkeypatch, isolated):
+    import tarfile
+
+    src = _folders(isolated / "src")
+    archive = isolated / "c.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="cifar10")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    monkeypatch.setenv("GRADKIT_DATA", str(archive))
+    check = doctor.check_cifar10(reachable=lambda: True)
+    assert not check.ok and "c.tar.gz" in check.detail
+
+
+def run_doctor_with(tmp_path, shadow: dict[str, str]):
+    """``python -m gradkit doctor`` with modules replaced by files in a folder put first on the path."""
+    for name, text in shadow.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(doctor.__file__).parents[1])]),
+           "GRADKIT_DATA": str(tmp_path / "none"), "GRADKIT_CACHE": str(tmp_path / "cache"), "GRADKIT_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "gradkit", "doctor"], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=tmp_path)
+
+
+def test_an_empty_module_shadowing_ipywidgets_fails(tmp_path):
+    proc = run_doctor_with(tmp_path, {"ipywidgets": ""})
+    assert proc.returncode == 1
+    assert "[FAIL] ipywidgets" in proc.stdout and "lacks FloatLogSlider" in proc.stdout
+    assert str(tmp_path / "ipywidgets.py") in proc.stdout
+
+
+def test_a_broken_torch_is_a_fail_line_not_a_crash(tmp_path):
+    proc = run_doctor_with(tmp_path, {"torch": "raise ImportError('torch is broken here')"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "[FAIL] torch: cannot import torch (ImportError: torch is broken here)" in proc.stdout
+    assert "[OK]   Python" in proc.stdout

@@ -9,7 +9,8 @@ from gradkit import explorer, plots, sweeps
 from gradkit.data import synthetic
 from gradkit.explorer import ThresholdExplorer
 from gradkit.sweeps import describe_method, describe_setting, sweep_table
-from gradkit.train import History, load_sweep, sweep
+from gradkit.runs import load_sweep, sweep
+from gradkit.train import History
 
 NORMS = [0.01, 0.1, 1.0]
 VALUES = [0.001, 0.01]
@@ -47,7 +48,7 @@ def ex(tiny_sweep):
 def test_views_follow_the_threshold_slider_to_the_matching_run(ex, tiny_sweep):
     runs = load_sweep(tiny_sweep)
     assert ex.views["method"] == "norm" and ex.views["threshold"] == 0.1  # the middle one to start
-    ex.controls["threshold"].value = 0.9  # snaps to 1 on the log scale
+    ex.select(threshold=0.9)  # snaps to 1 on the log scale
     v = ex.views
     run = find(runs, "norm:1")
     assert v["threshold"] == 1.0 and v["run_id"] == run.config["run_id"]
@@ -58,7 +59,7 @@ def test_views_follow_the_threshold_slider_to_the_matching_run(ex, tiny_sweep):
     assert v["clipped_share"] == pytest.approx(np.mean(run.clipped))
     assert v["threshold_line"] == 1.0
 
-    ex.controls["threshold"].value = 0.02  # log10 distance 0.3 to 0.01, 0.7 to 0.1
+    ex.select(threshold=0.02)  # log10 distance 0.3 to 0.01, 0.7 to 0.1
     small = find(runs, "norm:0.01")
     assert ex.views["threshold"] == 0.01 and ex.views["run_id"] == small.config["run_id"]
     # Norm clipping at c scales every clipped step to norm c: factor = c / ||g||.
@@ -74,7 +75,7 @@ def test_views_follow_the_method_and_the_no_clipping_box(ex, tiny_sweep):
     assert v["method"] == "value" and v["threshold"] in VALUES and v["run_id"] != before
     assert v["run_id"] == find(runs, f"value:{v['threshold']:g}").config["run_id"]
     assert v["threshold_line"] is None  # value clipping's c is per element, not on the ||g|| axis
-    ex.controls["threshold"].value = 50.0
+    ex.select(threshold=50.0)
     assert ex.views["threshold"] == 0.01
     ex.controls["no_clip"].value = True
     assert ex.views["method"] == "none" and ex.views["run_id"] == ex.views["baseline_id"]
@@ -148,7 +149,7 @@ def test_matched_learning_rate_run_is_shown_beside_the_clipped_one(tiny_sweep, d
 
 def test_live_training_is_added_and_cached(tiny_sweep, data, tmp_path):
     ex = ThresholdExplorer(load_sweep(tiny_sweep), data=data, results_dir=tmp_path)
-    ex.controls["threshold"].value = 0.5
+    ex.select(threshold=0.5)
     assert ex.views["threshold"] == 1.0  # not in the sweep yet: the nearest one is shown
     ex.controls["train"].click()
     [path] = tmp_path.glob("run-*.json")
@@ -346,6 +347,7 @@ def test_slider_reaches_every_threshold_in_the_sweep():
     runs = [History(config={"model": "seed_cnn", "optimizer": "sgd", "lr": 0.1, "clip": clip, "seed": 0, "run_id": clip},
                     test_acc=[0.2]) for clip in ("none", "value:0.0001", "value:0.001")]
     ex = ThresholdExplorer(runs)
-    assert (ex.controls["threshold"].min, ex.controls["threshold"].max) == (-4, 2)
-    v = ex.select(method="value", threshold=1e-4)
+    ex.select(method="value")
+    assert {1e-4, 1e-3} <= {t for _, t in ex.controls["threshold"].options}
+    v = ex.select(threshold=1e-4)
     assert v["threshold"] == 1e-4 and v["run_id"] == "value:0.0001" and v["baseline_id"] == "none"

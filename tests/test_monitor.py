@@ -180,6 +180,42 @@ def test_context_manager_detaches_and_reset_clears():
     assert h.steps.shape == (0,) and h.norm_before.shape == (0,) and h.update_ratio.shape == (0, 3)
 
 
+def test_attaching_the_same_optimizer_twice_records_each_step_once():
+    model = two_layers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = GradMonitor(model)
+    assert mon.attach(opt).attach(opt) is mon
+    for _ in range(2):
+        set_grads(model)
+        mon.clip("norm:1.0")
+        opt.step()
+    h = mon.history
+    assert h.steps.tolist() == [0, 1] and h.layer_steps.tolist() == [0, 1]
+    assert h.norm_before == pytest.approx([5.0, 5.0]) and h.clipped.tolist() == [True, True]
+    assert h.update_ratio.shape == (2, 3) and not np.isnan(h.update_ratio).any()
+    mon.detach()
+    set_grads(model)
+    opt.step()  # detached once: no hook is left behind
+    assert mon.history.steps.tolist() == [0, 1]
+
+
+def test_attaching_a_second_optimizer_is_refused_until_detached():
+    model = two_layers()
+    first, second = (torch.optim.SGD(model.parameters(), lr=0.1) for _ in range(2))
+    mon = GradMonitor(model).attach(first)
+    with pytest.raises(ValueError, match=r"already attached.*detach\(\)"):
+        mon.attach(second)
+    set_grads(model)
+    second.step()  # the refused optimizer was not hooked
+    assert mon.history.steps.tolist() == []
+    mon.detach()
+    mon.attach(second)
+    set_grads(model)
+    second.step()
+    first.step()
+    assert mon.history.steps.tolist() == [0]
+
+
 def test_clip_spec_strings_are_built_once():
     model = two_layers()
     mon = GradMonitor(model, every=0)

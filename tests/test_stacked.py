@@ -1,17 +1,15 @@
-"""gradkit.stacked: N clip settings trained at once match N sequential fits; sweep(stacked=True) files."""
+"""gradkit.stacked: N clip settings trained at once match N sequential fits."""
 
-import json
 import math
 
 import pytest
 import torch
 
-from gradkit import stacked, train
 from gradkit.clip import clipper
 from gradkit.data import synthetic
 from gradkit.models import PlainCNN
 from gradkit.stacked import _StackedClip, fit_stacked
-from gradkit.train import fit, sweep
+from gradkit.train import fit
 
 SMALL = {"model_kw": {"width": 0.25}, "batch_size": 32, "progress": False, "device": "cpu"}
 
@@ -76,6 +74,16 @@ def test_diverging_member_stops_alone(data):
     assert len(tame.test_acc) == 2 and all(tame.clipped)
 
 
+def test_members_are_evaluated_on_the_validation_split_as_fit_is():
+    with_val = synthetic(n=256, n_test=64, n_val=64)
+    hists = fit_stacked("seed_cnn", with_val, ["none", "norm:0.5"], epochs=2, max_steps=12, **SMALL)
+    for spec, h in zip(["none", "norm:0.5"], hists):
+        ref = fit("seed_cnn", with_val, epochs=2, max_steps=12, clip=spec, **SMALL)
+        assert len(h.val_acc) == len(h.val_loss) == len(ref.val_acc) == 2
+        assert _close(h.val_loss, ref.val_loss, 1e-3)
+        assert all(abs(a - b) * 64 <= 2 for a, b in zip(h.val_acc, ref.val_acc))
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"model": "seed_cnn", "clips": ["agc:0.01"]}, ["agc:0.01", "none, norm, value"]),
     ({"model": "seed_cnn", "clips": []}, ["clips"]),
@@ -88,27 +96,3 @@ def test_bad_input_raises(data, kwargs, words):
     with pytest.raises(ValueError) as err:
         fit_stacked(data=data, **kw)
     assert all(w in str(err.value) for w in words)
-
-
-def test_sweep_stacked_writes_sequential_files(data, tmp_path, monkeypatch):
-    base = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "batch_size": 64, "device": "cpu"}
-    configs = [{"clip": "norm:0.1"}, {"clip": "value:0.01"}, {"clip": "none"},
-               {"clip": "agc:0.01"}]  # agc cannot be stacked: trained with fit
-    seq = sweep(configs, base=base, data=data, results_dir=tmp_path / "seq", progress=False)
-    stk = sweep(configs, base=base, data=data, results_dir=tmp_path / "stk", progress=False, stacked=True)
-    names = sorted(p.name for p in (tmp_path / "seq").glob("run-*.json"))
-    assert names == sorted(p.name for p in (tmp_path / "stk").glob("run-*.json")) and len(names) == 4
-    for a, b in zip(seq, stk):
-        assert a.config == b.config
-        assert _close(a.loss, b.loss, 1e-3)
-    saved = json.loads((tmp_path / "stk" / names[0]).read_text())
-    assert set(saved) == set(json.loads((tmp_path / "seq" / names[0]).read_text()))
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a run on disk was trained again")
-
-    monkeypatch.setattr(train, "fit", refuse)
-    monkeypatch.setattr(stacked, "fit_stacked", refuse)
-    again = sweep(configs, base=base, data=data, results_dir=tmp_path / "stk", progress=False, stacked=True)
-    assert [h.config["run_id"] for h in again] == [h.config["run_id"] for h in stk]
-    assert len(sweep(configs, base=base, data=data, results_dir=tmp_path / "stk", progress=False)) == 4

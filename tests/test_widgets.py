@@ -1,6 +1,7 @@
 """The slider views, driven from Python: change a control, check the plotted data follows the formula."""
 
 import math
+import time
 
 import ipywidgets as ipw
 import matplotlib.pyplot as plt
@@ -108,3 +109,112 @@ def test_threshold_view_counts_steps_above_c():
     fig = view.static()
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == [
         "c = 0.5: 67% of steps above c", "c = 2: 33% of steps above c", "c = 5: 17% of steps above c"]
+
+
+def _is_png_with_ink(data: bytes) -> bool:
+    """A PNG whose pixels are not all fully transparent."""
+    from io import BytesIO
+
+    import matplotlib.image as mpimg
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = mpimg.imread(BytesIO(data), format="png")
+    return pixels.shape[-1] < 4 or bool((pixels[..., 3] > 0).any())
+
+
+def test_every_float_control_is_a_stop_slider_holding_its_default():
+    # A FloatSlider or FloatLogSlider default off the slider's grid is rounded by the browser and written
+    # back (lesson 02: 0.3 -> 0.30199517), redrawing the view; a selection over fixed stops cannot be.
+    views = [widgets.product_norms_view(depth=10, width=8, trials=2), widgets.mlp_view(depth=4, width=16, batch=8),
+             widgets.recurrence_view(steps=10, width=8), widgets.threshold_view([0.3, 3.0], threshold=0.5),
+             widgets.clip_2d_view(), widgets.cliff_view(lr=0.3, threshold=2.0, steps=10)]
+    for view in views:
+        for name, control in view.controls.items():
+            assert not isinstance(control, (ipw.FloatSlider, ipw.FloatLogSlider)), name
+            if isinstance(control, ipw.SelectionSlider):
+                assert control.options[control.index][1] == control.value
+    cliff = views[-1]
+    assert cliff.controls["lr"].value == 0.3 and cliff.controls["lr"].label == "0.3"
+    assert widgets.stop_slider("c", 0.37, widgets.stops(0.1, 1.0)).value == 0.37  # a default off the stops joins them
+
+
+def test_stops_and_grid_are_the_round_numbers_they_name():
+    assert widgets.stops(1e-4, 10.0)[:3] == [0.0001, 0.0002, 0.0005]
+    assert 0.3 in widgets.stops(0.1, 10.0, (1, 2, 3, 5))
+    assert widgets.grid(-4.0, 4.0, 0.1)[41] == 0.1 and len(widgets.grid(-4.0, 4.0, 0.1)) == 81
+    assert widgets.fmt(0.30199517) == "0.302"
+    with pytest.raises(ValueError, match="lo"):
+        widgets.stops(0.0, 1.0)
+
+
+def test_one_png_per_change_drawn_without_pyplot():
+    plt.close("all")
+    view = widgets.cliff_view(lr=0.3, threshold=2.0, steps=10)
+    sent = []
+    view.image.observe(lambda change: sent.append(change["new"]), names="value")
+    view.controls["lr"].value = 0.1
+    view.controls["method"].value = "value"
+    assert len(sent) == 2 and view.redraws == 3  # the first redraw came with the view
+    assert all(_is_png_with_ink(png) for png in sent) and sent[-1] == view.image.value
+    assert plt.get_fignums() == [] and view.figure.canvas.manager is None  # pyplot never saw a figure
+
+
+def test_changes_from_many_threads_end_on_the_last_values():
+    import threading
+
+    view = widgets.recurrence_view(rho=1.0, steps=20, width=8)
+    slow_draw = view._draw
+
+    def draw(data, axes):
+        time.sleep(0.02)  # a redraw long enough for changes to pile up behind it
+        slow_draw(data, axes)
+
+    view._draw = draw
+    rhos = widgets.grid(0.5, 1.5, 0.01)
+    threads = [threading.Thread(target=lambda r=r: setattr(view.controls["rho"], "value", r)) for r in rhos[:40]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    last = view.controls["rho"].value
+    view.controls["steps"].value = 30  # one more change after the burst: the view ends on every last value
+    np.testing.assert_allclose(view.data["grad_norm"], last ** np.arange(31), rtol=1e-10)
+    assert view.redraws <= 1 + 40 + 1 and _is_png_with_ink(view.image.value)
+
+
+def test_coalescer_draws_once_for_requests_that_wait_behind_a_redraw():
+    import threading
+
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def redraw():
+        calls.append(1)
+        if len(calls) == 1:
+            started.set()
+            release.wait(5)
+
+    c = widgets.Coalescer(redraw)
+    first = threading.Thread(target=c.request)
+    first.start()
+    started.wait(5)
+    waiting = [threading.Thread(target=c.request) for _ in range(5)]
+    for t in waiting:
+        t.start()
+    time.sleep(0.2)  # all five are now blocked on the lock held by the first redraw
+    release.set()
+    for t in [first, *waiting]:
+        t.join()
+    assert len(calls) == 2  # the first, then one for the five that arrived while it drew
+
+
+def test_show_draws_static_figures_in_a_kernel_without_a_widget_front_end(monkeypatch):
+    view = widgets.clip_2d_view()
+    monkeypatch.delenv("GRADKIT_HEADLESS", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.setattr(widgets, "_in_kernel", lambda: True)
+    assert widgets.widget_front_end() is False  # papermill, nbclient, nbconvert --execute, nbval
+    assert widgets.show(view.widget, static=lambda: "static") == "static"
+    monkeypatch.setenv("JPY_SESSION_NAME", "/lessons/02_clipping_formulas.ipynb")  # JupyterLab's kernels
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    assert widgets.widget_front_end() is True
+    assert widgets.show(view.widget, static=lambda: "static") is view.widget

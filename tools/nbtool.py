@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-KEEP_CELL_METADATA = ("tags",)
+KEEP_CELL_METADATA = ("tags", "slideshow")  # slideshow: the slide type `gradkit slides` reads
 
 
 def clean(path: Path) -> None:

@@ -1,0 +1,272 @@
+"""Sweeps of training runs, one JSON file per run, named by the run's identity: :func:`sweep`, :func:`load_sweep`.
+
+A run's id hashes its canonical config (every setting, defaults from the frozen table
+:data:`RUN_DEFAULTS` filled in, the clip spec canonical) and the identity of its data, so a run
+already on disk is found again and never trained twice. ``summary.csv`` lists every run of a
+folder. With ``stacked=True``, configs that differ only in the clip setting train together
+(:func:`stacked_groups`, :func:`fit_group`, :func:`gradkit.stacked.fit_stacked`). The analysis of
+a finished sweep (rows per setting, best thresholds, tables) is in :mod:`gradkit.sweeps`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import inspect
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import runtime
+from .clip import clipper
+from .history import History
+from .stacked import SEQUENTIAL_ONLY, STACKED_METHODS, fit_stacked
+from .train import fit
+
+# The data settings a sweep config may hold besides fit's arguments (see sweep).
+DATA_KEYS = ("subset", "test_subset", "data_seed", "val")
+
+# The defaults that a run's identity is computed with, frozen here (not read from fit's signature):
+# a keyword added to fit later, left at its default, must not change the id of any saved run.
+# Changing a value here changes ids on purpose; migrate results/ then (results/README.md).
+RUN_DEFAULTS: dict[str, Any] = {
+    "epochs": 1, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "clip": None,
+    "schedule": None, "amp": False, "batch_size": 128, "seed": 0, "device": "auto", "monitor_every": 0,
+    "augment": True, "max_steps": None, "model_kw": None, "constraint": None,
+}
+# fit's live defaults: a config key that RUN_DEFAULTS does not know is dropped from the identity
+# while it equals its default here.
+FIT_DEFAULTS = {k: p.default for k, p in inspect.signature(fit).parameters.items()
+                if p.default is not inspect.Parameter.empty and k != "progress"}
+
+
+
+def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] | None = None, method: str = "norm",
+          base: dict[str, Any] | None = None, results_dir: str | Path = "results/sweep", data: Any = None,
+          progress: bool = True, stacked: bool = False) -> list[History]:
+    """Run many training configurations; one JSON per run plus ``summary.csv`` in ``results_dir``.
+
+    A config is a dict of :func:`fit` arguments (``model`` and ``model_kw`` included) plus the
+    data settings ``subset``, ``test_subset``, ``data_seed`` (default: the run's ``seed``) and ``val``
+    used to load CIFAR-10 with :func:`gradkit.data.cifar10` (once per distinct setting) when
+    ``data`` is None. ``thresholds=[c1, c2, ...]`` builds the configs
+    ``{**base, "clip": f"{method}:{c}"}``. Each run's file is named by a hash of its complete
+    config (defaults filled in, the clip spec canonical, the dataset's identity included), so a
+    run already on disk is loaded instead of trained again. ``summary.csv`` is rewritten after
+    every run with one row per run in the folder.
+
+    ``stacked=True`` trains configs that differ only in ``clip`` (methods none, norm, value; no
+    BatchNorm, schedule, amp, monitor or constraint) together with
+    :func:`gradkit.stacked.fit_stacked`, saved exactly as sequential runs; the rest use :func:`fit`.
+
+    >>> from gradkit.data import synthetic
+    >>> import tempfile
+    >>> runs = sweep(thresholds=[0.1, 1.0], base={"model": "seed_cnn", "model_kw": {"width": 0.25}},
+    ...              data=synthetic(n=128, n_test=64), results_dir=tempfile.mkdtemp(), progress=False)
+    >>> [h.config["clip"] for h in runs]
+    ['norm:0.1', 'norm:1.0']
+    """
+    if (configs is None) == (thresholds is None):
+        raise ValueError("pass exactly one of configs (a list of dicts) or thresholds (a list of numbers)")
+    if thresholds is not None:
+        bad = [t for t in thresholds if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0
+               or not math.isfinite(t)]
+        if bad or not thresholds:
+            raise ValueError(f"thresholds must be a non-empty list of finite numbers > 0, got {thresholds!r}")
+        configs = [{**(base or {}), "clip": f"{method}:{float(t)!r}"} for t in thresholds]
+    elif base:
+        configs = [{**base, **c} for c in configs]
+    if not configs or not all(isinstance(c, dict) for c in configs):
+        raise ValueError("configs must be a non-empty list of dicts of fit() arguments and data settings")
+    folder = _results_folder(results_dir)
+    # One fingerprint of the data for every config: hashing it per config would repeat the same work.
+    identity = _data_identity(data) if data is not None else None
+    runs = [(c, _run_id(c, data, identity)) for c in configs]
+    done = _read_runs(folder)
+    loaded: dict[tuple, Any] = {}
+
+    def save(cfg: dict[str, Any], run_id: str, hist: History) -> None:
+        full = _canonical(cfg)
+        hist.config.update({k: full[k] if data is None else None for k in DATA_KEYS}, run_id=run_id)
+        hist.save(folder / f"run-{run_id}.json")
+        done[run_id] = hist
+        write_summary(folder)
+
+    if stacked:
+        for group in stacked_groups({r: (c, r) for c, r in runs if r not in done}.values()):
+            run_data = data if data is not None else _load_data(group[0][0], loaded)
+            for (cfg, run_id), hist in zip(group, fit_group(group, run_data, progress)):
+                save(cfg, run_id, hist)
+    out = []
+    for cfg, run_id in runs:
+        if run_id not in done:
+            fit_kw = {k: v for k, v in cfg.items() if k not in DATA_KEYS}
+            run_data = data if data is not None else _load_data(cfg, loaded)
+            save(cfg, run_id, fit(data=run_data, progress=progress, **fit_kw))
+        out.append(done[run_id])
+    write_summary(folder)
+    return out
+
+
+def load_sweep(results_dir: str | Path) -> list[History]:
+    """All runs saved by :func:`sweep` in ``results_dir``, oldest first.
+
+    A run file that cannot be read (cut off, or not a gradkit History) is named in a warning and
+    set aside as ``run-<id>.json.corrupt``; :func:`sweep` then trains that run again.
+    """
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise ValueError(f"results_dir={str(folder)!r} is not a folder")
+    return sorted(_read_runs(folder).values(), key=lambda h: h.date)
+
+
+def _results_folder(results_dir: str | Path) -> Path:
+    """``results_dir`` as a folder that exists or can be made; refused before any work when it is a file."""
+    if not isinstance(results_dir, (str, os.PathLike)):
+        raise ValueError(f"results_dir must be a folder path (str or Path), got {results_dir!r}")
+    folder = Path(results_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"results_dir={str(folder)!r} is a file, not a folder: pass a folder for the run files")
+    return folder
+
+
+def _read_runs(folder: Path) -> dict[str, History]:
+    """``{run id: History}`` of every readable run file in ``folder``; unreadable ones are set aside."""
+    runs = {}
+    for path in sorted(folder.glob("run-*.json")):
+        try:
+            runs[path.stem.removeprefix("run-")] = History.load(path)
+        except (ValueError, OSError) as err:
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            warnings.warn(f"run file {path} could not be read ({err}); set aside as {aside.name}, "
+                          "and a sweep that needs it trains it again", stacklevel=3)
+    return runs
+
+
+
+def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config with every fit default filled in and the clip spec in canonical form."""
+    accepted = set(FIT_DEFAULTS) | {"model"} | set(DATA_KEYS)
+    unknown = set(cfg) - accepted
+    if unknown:
+        raise ValueError(f"config keys {sorted(unknown)} are not accepted; accepted keys: {', '.join(sorted(accepted))}")
+    if "model" not in cfg:
+        raise ValueError("every config needs 'model' (a name: 'seed_cnn', 'plain_cnn', 'resnet')")
+    if not isinstance(cfg["model"], str):
+        raise ValueError(f"config 'model' must be a model name so the run can be saved and resumed, got {cfg['model']!r}")
+    full = {**RUN_DEFAULTS, **{k: v for k, v in cfg.items() if k in RUN_DEFAULTS or k in DATA_KEYS or k == "model"
+                               or v != FIT_DEFAULTS[k]}}
+    full["clip"] = clipper(full["clip"]).spec
+    full["model_kw"] = dict(full["model_kw"] or {})
+    full.setdefault("subset", None)
+    full.setdefault("test_subset", None)
+    full.setdefault("data_seed", full["seed"])
+    full.setdefault("val", None)
+    if full["device"] == "auto":
+        full["device"] = runtime.resolve_device("auto").type
+    return full
+
+
+def _data_identity(data: Any) -> dict[str, Any]:
+    """Name, sizes and a fingerprint of a Dataset, so runs on different data never share a file."""
+    digest = hashlib.sha1()
+    tensors = [data.train_y, data.test_y, data.train_x.flatten()[::997], data.test_x.flatten()[::997]]
+    n_val = getattr(data, "n_val", 0)
+    if n_val:
+        tensors += [data.val_y, data.val_x.flatten()[::997]]
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    identity = {"name": data.name, "n_train": int(data.train_y.numel()), "n_test": int(data.test_y.numel()),
+                "fingerprint": digest.hexdigest()[:16]}
+    if n_val:
+        identity["n_val"] = n_val
+    return identity
+
+
+def _run_id(cfg: dict[str, Any], data: Any, identity: dict[str, Any] | None = None) -> str:
+    """A run's file name: a hash of its canonical config and of its data (``identity``: ``data``'s
+    :func:`_data_identity`, when already computed)."""
+    full = _canonical(cfg)
+    if data is not None:
+        for key in DATA_KEYS:
+            full.pop(key)
+        full["data"] = identity or _data_identity(data)
+    else:
+        full["data"] = {"source": "cifar10", **{k: full.pop(k) for k in DATA_KEYS}}
+    text = json.dumps(full, sort_keys=True, default=repr)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _load_data(cfg: dict[str, Any], cache: dict[tuple, Any]) -> Any:
+    """CIFAR-10 as ``cfg``'s data settings ask, loaded once per distinct setting (kept in ``cache``)."""
+    from .data import cifar10
+
+    key = (cfg.get("subset"), cfg.get("test_subset"), cfg.get("data_seed", cfg.get("seed", 0)), cfg.get("val"))
+    if key not in cache:
+        cache[key] = cifar10(subset=key[0], test_subset=key[1], seed=key[2], val=key[3], device=cfg.get("device", "auto"))
+    return cache[key]
+
+
+SUMMARY_COLUMNS = ("run_id", "label", "dataset", "synthetic", "model", "model_kw", "optimizer", "lr", "clip",
+                   "schedule", "epochs", "seed", "subset", "steps", "status", "diverged", "diverged_step", "final_val_acc",
+                   "final_test_acc", "best_test_acc", "final_train_loss", "clip_rate", "seconds", "device")
+
+
+def write_summary(folder: str | Path) -> Path:
+    """Rebuild ``folder/summary.csv`` from the run files on disk: one row of :data:`SUMMARY_COLUMNS`
+    per run, oldest first. Under a lock file (``.summary.lock``) and written atomically, so sweeps
+    writing into one folder at the same time all end with every run listed."""
+    from filelock import FileLock
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / ".summary.lock")):
+        runs = _read_runs(folder)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(SUMMARY_COLUMNS)
+        for run_id, h in sorted(runs.items(), key=lambda kv: kv[1].date):
+            c = h.config
+            writer.writerow([run_id, h.label, h.dataset, h.synthetic, c.get("model"), json.dumps(c.get("model_kw")),
+                             c.get("optimizer"), c.get("lr"), c.get("clip"), c.get("schedule"), c.get("epochs"),
+                             c.get("seed"), c.get("subset"), len(h.loss), h.status, h.diverged, h.diverged_step,
+                             h.final_val_acc, h.final_test_acc, h.best_test_acc, h.train_loss[-1] if h.train_loss else None,
+                             round(h.clip_rate, 4) if h.clipped else None, round(h.seconds, 2), h.device])
+        fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, folder / "summary.csv")
+    return folder / "summary.csv"
+
+
+def stackable(cfg: dict[str, Any]) -> bool:
+    """True when a sweep config can train in a stacked group: clip method in :data:`STACKED_METHODS`,
+    a model without BatchNorm, and none of schedule, amp, monitor_every or constraint set."""
+    full = _canonical(cfg)
+    kw = full["model_kw"]
+    model_ok = full["model"] == "seed_cnn" or (full["model"] == "plain_cnn" and not kw.get("batchnorm", False))
+    return (model_ok and clipper(full["clip"]).method in STACKED_METHODS
+            and all(full[k] == v for k, v in SEQUENTIAL_ONLY.items()))
+
+
+def stacked_groups(configs: Iterable[tuple[dict[str, Any], str]]) -> Iterator[list[tuple[dict[str, Any], str]]]:
+    """Groups of two or more ``(config, run_id)`` pairs that differ only in ``clip`` and can be stacked."""
+    groups: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    for cfg, run_id in configs:
+        if stackable(cfg):
+            rest = {k: v for k, v in _canonical(cfg).items() if k != "clip"}
+            groups.setdefault(json.dumps(rest, sort_keys=True, default=repr), []).append((cfg, run_id))
+    yield from (g for g in groups.values() if len(g) > 1)
+
+
+def fit_group(group: list[tuple[dict[str, Any], str]], data: Any, progress: bool) -> list[History]:
+    """Train one group from :func:`stacked_groups` with :func:`fit_stacked` on ``data``."""
+    cfg = group[0][0]
+    kw = {k: v for k, v in cfg.items() if k not in DATA_KEYS and k not in SEQUENTIAL_ONLY and k != "clip"}
+    return fit_stacked(data=data, clips=[_canonical(c)["clip"] for c, _ in group], progress=progress, **kw)

@@ -1,0 +1,274 @@
+"""gradkit.lessons: every checkable exercise is tested with a right and a wrong answer, every hint
+points at a section that exists, and the quiz covers each of the seeds' false claims."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from torch.nn import functional as F
+from torchvision import transforms as T
+
+from gradkit import toys
+from gradkit.lessons import check, quiz
+from gradkit.lessons.exercises import CIFAR_MEAN, CIFAR_STD, EXERCISES
+from gradkit.models import build_model, count_params
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+# Right answers, written the way a student would.
+def my_clip_norm(grads, c):
+    total = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    return [g * min(1.0, c / (float(total) + 1e-6)) for g in grads]
+
+
+def my_clip_value(grads, c):
+    return [g.clamp(-c, c) for g in grads]
+
+
+def my_agc(weights, grads, clipping, eps=1e-3):
+    out = []
+    for w, g in zip(weights, grads):
+        rows = (lambda t: t.reshape(t.shape[0], -1).norm(dim=1)) if g.ndim >= 2 else (lambda t: t.norm().reshape(1))
+        bound = clipping * rows(w).clamp(min=eps)
+        gn = rows(g)
+        factor = torch.where(gn > bound, bound / gn.clamp(min=1e-6), torch.ones_like(gn))
+        out.append(g * (factor.reshape(-1, *([1] * (g.ndim - 1))) if g.ndim >= 2 else factor))
+    return out
+
+
+def autoclip_step(history, grads, percentile):
+    total = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    history.append(float(total))
+    c = float(torch.quantile(torch.tensor(history), percentile / 100))
+    return [g * min(1.0, c / (float(total) + 1e-6)) for g in grads]
+
+
+def train_step(model, optimizer, x, y, max_norm):
+    optimizer.zero_grad()
+    loss = F.mse_loss(model(x), y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return loss
+
+
+def clip_by_total_norm(parameters, max_norm):
+    parameters = [p for p in parameters if p.grad is not None]
+    total = torch.sqrt(sum(p.grad.pow(2).sum() for p in parameters))
+    for p in parameters:
+        p.grad.mul_(min(1.0, max_norm / (float(total) + 1e-6)))
+    return total
+
+
+# The mistakes of the find-the-bug notebook and plausible slips elsewhere.
+def clip_before_backward(model, optimizer, x, y, max_norm):
+    optimizer.zero_grad()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    loss = F.mse_loss(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def no_zero_grad(model, optimizer, x, y, max_norm):
+    F.mse_loss(model(x), y).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+
+
+def method_on_optimizer(model, optimizer, x, y, max_norm):
+    optimizer.zero_grad()
+    F.mse_loss(model(x), y).backward()
+    optimizer.clip_grad_norm_(max_norm)
+    optimizer.step()
+
+
+def exhausted_generator(parameters, max_norm):
+    parameters = (p for p in parameters if p.grad is not None)
+    total = torch.sqrt(sum(p.grad.pow(2).sum() for p in parameters))
+    for p in parameters:
+        p.grad.mul_(min(1.0, max_norm / (float(total) + 1e-6)))
+    return total
+
+
+def per_tensor_norm(grads, c):
+    return [g * min(1.0, c / (float(g.norm()) + 1e-6)) for g in grads]
+
+
+def agc_without_eps(weights, grads, clipping):
+    return my_agc(weights, grads, clipping, eps=0.0)
+
+
+def autoclip_without_current(history, grads, percentile):
+    total = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    c = float(torch.quantile(torch.tensor(history or [float(total)]), percentile / 100))
+    history.append(float(total))
+    return [g * min(1.0, c / (float(total) + 1e-6)) for g in grads]
+
+
+def _bisect(ok, lo, hi, steps=40):
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def _mlp(**kw):
+    p = toys.mlp_profile(depth=50, width=64, activation="tanh", init="normal", std=0.3, batch=128, seed=0, **kw)
+    return p.first_last_ratio, p.norm_after
+
+
+def _cosine_02_2():
+    a, b = torch.tensor([2.0, -2.0, 2.0, 5.0]), torch.tensor([0.5, -0.5, 0.5, 0.5])  # by hand: ||a|| > 1, bound 1/2
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+N_SEED = count_params(build_model("seed_cnn", width=0.25))
+TRAIN_TRANSFORM = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+LR_EDGE = _bisect(lambda lr: toys.descend(lr, 60).step.max() < 1, 0.01, 1.0)
+
+# exercise id -> (right answers, wrong answers); context keywords in a third element.
+CASES = {
+    "00.1": ([([0.3, 0.4], [0.3, 0.4])], [([0.6, 0.8], [0.3, 0.4]), ([0.3, 0.4], [1.0, 1.0]), (0.3, 0.4)]),
+    "00.2": ([4.0, 4], [3.0, 5.0, -1.0, "four"]),
+    "01.1": ([1.0078841, 1.0078431], [1.0, 1.0156, 0.99]),  # exact root, and exp(1/(2n)) from the approximation
+    "01.2": ([(0.25, 1.5, False)], [(0.25, 0.5, False), (1.0, 1.5, False), (0.25, 1.5, True), (0.25, 1.5)]),
+    "01.3": ([{"clip": _mlp(clip="norm:1.0"), "batchnorm": _mlp(norm="batch"), "residual": _mlp(residual=True)}],
+             [{"clip": _mlp(), "batchnorm": _mlp(norm="batch"), "residual": _mlp(residual=True)}, {"clip": (1, 1)}]),
+    "01.p1": ([1.5 ** 50, 1e9], [1.0, 1e12, 1e3]),
+    "01.p2": ([1.0, 0.3], [1e-6, 1e6]),
+    "01.p3": ([0.95 ** 100, 0.01], [0.95, 1e-4]),
+    "02.1": ([[(2, 2), (3, 0), (-5, 5)]], [[(2, 2), (3, 1), (-5, 5)], [(0.5, 0.5), (2, 2), (3, 3)], [(2, 2), (2, 2), (3, 3)]]),
+    "02.2": ([_cosine_02_2()], [1.0, 0.5]),
+    "02.3": ([(LR_EDGE, 2.0)], [(0.3, 2.0), (0.05, 2.0), (LR_EDGE, 0.6), (LR_EDGE, 1.0)]),
+    "02.p1": ([12.5, 14.0], [26.6, 0.0, 45.0]),
+    "02.p2": ([0.3, 0.5], [30.0, 0.01]),
+    "03.p1": ([0.5, 0.42], [0.0, 1.0, 50.0], {"norms": [0.5, 1.5, 2.5, 3.5]}),
+    "04.1": ([3.0], [1.0, 10.0, 0.3, 0.5]),
+    "04.2": ([{"norm": 0.3, "value": 0.001, "keeps_direction": "norm"}],
+             [{"norm": 0.3, "value": 0.001, "keeps_direction": "value"}, {"norm": 1.0, "value": 0.001, "keeps_direction": "norm"},
+              {"norm": 0.3}]),
+    "04.p1": ([1.0, 0.95], [0.5, 0.0]),
+    "07.1": ([64, 64.0], [1, 8, 1 / 64]),
+    "implement.norm": ([my_clip_norm], [per_tensor_norm, my_clip_value, lambda g, c: [x * c for x in g], "not a function"]),
+    "implement.value": ([my_clip_value], [my_clip_norm, lambda g, c: [x.clamp(0, c) for x in g]]),
+    "implement.agc": ([my_agc], [agc_without_eps, lambda w, g, lam: my_clip_norm(g, lam)]),
+    "implement.autoclip": ([autoclip_step], [autoclip_without_current, lambda h, g, p: g]),
+    "bug.1": ([train_step], [method_on_optimizer, no_zero_grad]),
+    "bug.2": ([train_step], [clip_before_backward, no_zero_grad]),
+    "bug.3": (["keras.optimizers.SGD(learning_rate=0.01, global_clipnorm=1.0)", "optimizer = SGD(global_clipnorm=1)"],
+              ["keras.optimizers.SGD(learning_rate=0.01, clipnorm=1.0)", "keras.callbacks.ClipNorm(1.0)",
+               "SGD(global_clipnorm=0.5)", "SGD(", 3]),
+    "bug.4": ([T.Compose([T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])],
+              [TRAIN_TRANSFORM, T.ToTensor(), T.Compose([T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])]),
+    "bug.5": ([clip_by_total_norm], [exhausted_generator]),
+    "bug.6": ([(0.2, "none"), (0.2, None)], [(1.0, "none"), (0.2, "norm:1.0"), (0.2, "bogus"), 0.2]),
+    "bug.7": ([{"parameters_without": N_SEED, "parameters_with": N_SEED, "images_changed": False}],
+              [{"parameters_without": N_SEED, "parameters_with": N_SEED // 2, "images_changed": False},
+               {"parameters_without": N_SEED, "parameters_with": N_SEED, "images_changed": True}]),
+}
+
+
+def test_every_checkable_exercise_has_cases():
+    assert set(CASES) == {k for k, e in EXERCISES.items() if e.checker is not None}
+
+
+@pytest.mark.parametrize("exercise", sorted(CASES))
+def test_right_answers_pass_and_wrong_ones_fail(exercise):
+    right, wrong, *context = CASES[exercise]
+    kw = context[0] if context else {}
+    for answer in right:
+        fb = check(exercise, answer, **kw)
+        assert fb.ok is True, (answer, str(fb))
+    for answer in wrong:
+        fb = check(exercise, answer, **kw)
+        assert fb.ok is False, (answer, str(fb))
+        assert "Hint:" in fb.message and EXERCISES[exercise].notebook in str(fb)
+
+
+def test_wrong_answers_never_print_the_expected_number():
+    for answer in (3.0, 5.0):
+        assert "4" not in check("00.2", answer).message.replace("(3, 4)", "")
+    assert "0.3" not in check("04.1", 10.0).message and "3.0" not in check("04.1", 10.0).message
+
+
+def test_no_answer_repeats_the_question_and_open_exercises_say_so():
+    fb = check("02.1")
+    assert fb.ok is None and "no answer yet" in str(fb) and EXERCISES["02.1"].question in str(fb)
+    fb = check("06.2", "anything")
+    assert fb.ok is None and "no automatic check" in str(fb) and "notebooks/solutions/" in str(fb)
+
+
+def test_bad_calls_are_named():
+    with pytest.raises(ValueError, match="accepted: 00.1"):
+        check("99.9", 1.0)
+    with pytest.raises(ValueError, match="accepted keywords: norms"):
+        check("03.p1", 0.5, norm=[1.0])
+    assert "norms=" in str(check("03.p1", 0.5))
+
+
+def _headings(notebook: Path) -> set[str]:
+    nb = nbformat.read(str(notebook), as_version=4)
+    return {m.group(1).strip().replace("`", "") for c in nb.cells if c.cell_type == "markdown"
+            for m in re.finditer(r"^#+ (.+)$", c.source, re.M)}
+
+
+def test_every_hint_points_at_a_section_that_exists():
+    for ex in EXERCISES.values():
+        assert ex.section in _headings(NOTEBOOKS / ex.notebook), ex.id
+
+
+def test_every_lesson_exercise_is_registered():
+    for notebook in sorted(NOTEBOOKS.glob("0[0-7]_*.ipynb")):
+        ids = {k for k in EXERCISES if k.startswith(notebook.name[:2] + ".") and not k[3:].startswith("p")}
+        assert ids == {f"{notebook.name[:2]}.{i}" for i in (1, 2, 3)}, notebook.name
+
+
+def test_every_check_id_in_a_notebook_is_registered():
+    for notebook in NOTEBOOKS.rglob("*.ipynb"):
+        for cell in nbformat.read(str(notebook), as_version=4).cells:
+            for exercise in re.findall(r'check\("([^"]+)"', cell.source):
+                assert exercise in EXERCISES, (notebook.name, exercise)
+
+
+SEED_MISTAKES = {  # each false claim of the seeds -> a phrase of the quiz statement that makes it
+    "optimizer.clip_grad_norm_": "`optimizer.clip_grad_norm_",
+    "clipping before backward()": "before `loss.backward()`",
+    "Keras ClipNorm callback": "`ClipNorm` callback",
+    "clipnorm is global": "`clipnorm=1.0` clips the norm of the whole gradient",
+    "train augmentation on the test set": "test set should get the same random crops",
+    "exhausted parameter generator": "loops twice over the same `model.parameters()`",
+    "threshold 1 = no clipping": "threshold of 1 means no clipping",
+    "clipping is data augmentation": "kind of data augmentation",
+    "clipping shrinks the model": "makes the model smaller",
+    "clipping cures vanishing gradients": "prevents vanishing gradients",
+    "momentum bound": "keeps every step shorter than lr * c",
+}
+
+
+def test_quiz_covers_each_seed_mistake_as_a_false_statement():
+    for mistake, phrase in SEED_MISTAKES.items():
+        hits = [q for q in quiz.QUESTIONS if phrase in q.statement]
+        assert len(hits) == 1 and hits[0].true is False, mistake
+
+
+def test_quiz_links_point_at_existing_sections():
+    for q in quiz.QUESTIONS:
+        path, anchor = q.lesson.split("#")
+        titles = {h.replace(" ", "-") for h in _headings(NOTEBOOKS / path)}
+        assert anchor in titles, q.number
+
+
+def test_quiz_scores_against_the_key():
+    key = {q.number: q.true for q in quiz.QUESTIONS}
+    assert quiz.score(key).right == len(key)
+    flipped = quiz.score({n: not v for n, v in key.items()})
+    assert flipped.right == 0 and all(" wrong: " in line for line in str(flipped).splitlines()[1:])
+    assert "[03_cifar10_baseline.ipynb](03_cifar10_baseline.ipynb#" in quiz.score({16: True})._repr_markdown_()
+    with pytest.raises(ValueError, match="accepted: 1 to"):
+        quiz.score({99: True})
+    with pytest.raises(ValueError, match="True or False"):
+        quiz.score({1: "no"})

@@ -1,0 +1,227 @@
+"""gradkit.runs: sweeps save one file per run named by a stable id, skip runs on disk, write summary.csv."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from gradkit import runs
+from gradkit.history import History
+from gradkit.runs import load_sweep, sweep
+
+SHIPPED = Path(__file__).resolve().parent.parent / "results"
+
+
+@pytest.fixture(scope="module")
+def data():
+    from gradkit.data import synthetic
+
+    return synthetic(n=256, n_test=128, seed=0)
+
+
+def _close(a, b, rtol):
+    return all(math.isclose(x, y, rel_tol=rtol, abs_tol=1e-7) for x, y in zip(a, b))
+
+
+def test_sweep_saves_runs_and_skips_them_the_second_time(tmp_path, data, monkeypatch):
+    base = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 2, "batch_size": 64}
+    first = sweep(thresholds=[0.1, 1.0], base=base, data=data, results_dir=tmp_path, progress=False)
+    assert [h.config["clip"] for h in first] == ["norm:0.1", "norm:1.0"]
+    assert len(list(tmp_path.glob("run-*.json"))) == 2
+
+    def no_training(*a, **k):
+        raise AssertionError("a run on disk was trained again")
+
+    monkeypatch.setattr(runs, "fit", no_training)
+    # "norm:1" and 1.0 name the same runs as "norm:1.0": the file name hashes the canonical config
+    again = sweep(configs=[{**base, "clip": "norm:0.1"}, {**base, "clip": 1}], data=data,
+                  results_dir=tmp_path, progress=False)
+    assert [h.loss for h in again] == [h.loss for h in first]
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert len(rows) == 2 and {r["clip"] for r in rows} == {"norm:0.1", "norm:1.0"}
+    assert all(r["synthetic"] == "True" and "synthetic" in r["label"] for r in rows)
+    assert len(load_sweep(tmp_path)) == 2
+
+
+def test_sweep_run_ids_change_with_data_and_settings(data):
+    from gradkit.data import synthetic
+
+    cfg = {"model": "seed_cnn", "clip": "norm:1"}
+    other = synthetic(n=256, n_test=128, seed=1)
+    assert runs._run_id(cfg, data) == runs._run_id({**cfg, "lr": 0.01}, data)  # the default, spelled out
+    plain = {"model": "seed_cnn"}
+    assert runs._run_id(plain, data) == runs._run_id({**plain, "clip": None}, data) == runs._run_id({**plain, "clip": "none"}, data)
+    assert runs._run_id(cfg, data) != runs._run_id(cfg, other)
+    assert runs._run_id(cfg, data) != runs._run_id({**cfg, "lr": 0.02}, data)
+    assert runs._run_id({**cfg, "subset": 100}, None) != runs._run_id({**cfg, "subset": 200}, None)
+
+
+def test_sweep_rejects_bad_configs(tmp_path, data):
+    with pytest.raises(ValueError, match="exactly one of configs"):
+        sweep(data=data, results_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"\['learning_rate'\] are not accepted"):
+        sweep(configs=[{"model": "seed_cnn", "learning_rate": 0.1}], data=data, results_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs 'model'"):
+        sweep(configs=[{"clip": "norm:1"}], data=data, results_dir=tmp_path)
+
+
+def test_sweep_loads_cifar10_once_per_data_setting(tmp_path, monkeypatch, data):
+    import gradkit.data
+
+    calls = []
+
+    def fake_cifar10(subset=None, test_subset=None, seed=0, device="auto", **kw):
+        calls.append((subset, test_subset, seed))
+        return data
+
+    monkeypatch.setattr(gradkit.data, "cifar10", fake_cifar10)
+    base = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1, "batch_size": 64}
+    runs = sweep(configs=[{**base, "subset": 100, "clip": "norm:1"}, {**base, "subset": 100, "clip": "norm:2"},
+                          {**base, "subset": 200, "test_subset": 50, "seed": 3}], results_dir=tmp_path, progress=False)
+    assert calls == [(100, None, 0), (200, 50, 3)]
+    assert [h.config["subset"] for h in runs] == [100, 100, 200] and runs[2].config["data_seed"] == 3
+
+
+def test_run_ids_do_not_move_when_fit_gains_a_keyword(monkeypatch):
+    cfg = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "lr": 0.05, "clip": "norm:1.0", "epochs": 10,
+           "subset": 10000, "test_subset": 2000, "data_seed": 0, "val": 1000, "device": "cpu"}
+    pinned = runs._run_id(cfg, None)
+    assert pinned == "a5cec6857b39"  # pinned: a change here orphans saved runs
+    monkeypatch.setitem(runs.FIT_DEFAULTS, "label_smoothing", 0.0)
+    assert runs._run_id(cfg, None) == pinned
+    assert runs._run_id({**cfg, "label_smoothing": 0.0}, None) == pinned
+    assert runs._run_id({**cfg, "label_smoothing": 0.1}, None) != pinned
+
+
+def test_shipped_run_files_load_and_keep_their_ids():
+    files = sorted(SHIPPED.glob("run-*.json"))
+    if not files:
+        pytest.skip("no shipped runs in results/")
+    for path in files[:5]:
+        h = History.load(path)
+        assert h.config["run_id"] == path.stem.removeprefix("run-") and h.loss
+
+
+def test_sweep_stacked_writes_sequential_files(data, tmp_path, monkeypatch):
+    base = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "batch_size": 64, "device": "cpu"}
+    configs = [{"clip": "norm:0.1"}, {"clip": "value:0.01"}, {"clip": "none"},
+               {"clip": "agc:0.01"}]  # agc cannot be stacked: trained with fit
+    seq = sweep(configs, base=base, data=data, results_dir=tmp_path / "seq", progress=False)
+    stk = sweep(configs, base=base, data=data, results_dir=tmp_path / "stk", progress=False, stacked=True)
+    names = sorted(p.name for p in (tmp_path / "seq").glob("run-*.json"))
+    assert names == sorted(p.name for p in (tmp_path / "stk").glob("run-*.json")) and len(names) == 4
+    for a, b in zip(seq, stk):
+        assert a.config == b.config
+        assert _close(a.loss, b.loss, 1e-3)
+    saved = json.loads((tmp_path / "stk" / names[0]).read_text())
+    assert set(saved) == set(json.loads((tmp_path / "seq" / names[0]).read_text()))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run on disk was trained again")
+
+    monkeypatch.setattr(runs, "fit", refuse)
+    monkeypatch.setattr(runs, "fit_stacked", refuse)
+    again = sweep(configs, base=base, data=data, results_dir=tmp_path / "stk", progress=False, stacked=True)
+    assert [h.config["run_id"] for h in again] == [h.config["run_id"] for h in stk]
+    assert len(sweep(configs, base=base, data=data, results_dir=tmp_path / "stk", progress=False)) == 4
+
+
+def test_shipped_run_ids_are_recomputed_from_their_configs():
+    files = sorted(SHIPPED.glob("run-*.json"))
+    if not files:
+        pytest.skip("no shipped runs in results/")
+    for path in files[:10]:
+        cfg = {k: v for k, v in History.load(path).config.items() if k != "run_id"}
+        assert runs._run_id(cfg, None) == path.stem.removeprefix("run-")
+
+
+def _one_run(data, tmp_path):
+    return sweep(configs=[{"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1, "batch_size": 64}],
+                 data=data, results_dir=tmp_path, progress=False)[0]
+
+
+def test_a_cut_off_run_file_is_set_aside_with_a_warning_and_trained_again(tmp_path, data):
+    first = _one_run(data, tmp_path)
+    path = tmp_path / f"run-{first.config['run_id']}.json"
+    path.write_text(path.read_text()[:100])  # a kill or a full disk in the middle of a write
+    with pytest.warns(UserWarning, match=path.name):
+        assert load_sweep(tmp_path) == []
+    assert (tmp_path / (path.name + ".corrupt")).exists()
+    again = _one_run(data, tmp_path)
+    assert again.loss == first.loss and History.load(path).loss == first.loss
+
+
+def test_a_foreign_json_file_is_set_aside_not_fatal(tmp_path, data):
+    (tmp_path / "run-000000000000.json").write_text('{"hello": 1}')
+    with pytest.warns(UserWarning, match="run-000000000000.json"):
+        assert len(sweep(thresholds=[1.0], base={"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1},
+                         data=data, results_dir=tmp_path, progress=False)) == 1
+
+
+def test_history_save_is_atomic_and_strict_json(tmp_path, monkeypatch):
+    h = History(loss=[2.3, 3.0], grad_norm_before=[float("inf"), 1.0], layer_grad_norm=[[1.0, float("nan")]])
+    path = h.save(tmp_path / "r.json")
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    back = History.load(path)
+    assert back.grad_norm_before[0] == math.inf and math.isnan(back.layer_grad_norm[0][1])
+
+    def broken_replace(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("gradkit.history.os.replace", broken_replace)
+    with pytest.raises(OSError):
+        History(loss=[1.0]).save(path)
+    assert History.load(path).loss == [2.3, 3.0]  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # and no temporary file is left
+
+
+def test_loss_blow_up_without_nan_is_flagged_unstable_in_summaries(tmp_path):
+    ok = History(config={"clip": "none", "lr": 0.1}, loss=[2.3, 2.0, 1.5], date="1")
+    blown = History(config={"clip": "none", "lr": 1e6}, loss=[2.3, 7e23, 5e20], date="2")
+    nan = History(config={"clip": "none", "lr": 1e9}, loss=[2.3], diverged=True, diverged_step=1, date="3")
+    assert [h.status for h in (ok, blown, nan)] == ["ok", "unstable", "diverged"]
+    for i, h in enumerate((ok, blown, nan)):
+        h.save(tmp_path / f"run-{i:012d}.json")
+    rows = list(csv.DictReader(open(runs.write_summary(tmp_path))))
+    assert [r["status"] for r in rows] == ["ok", "unstable", "diverged"]
+
+
+def test_two_sweeps_into_one_folder_both_end_up_in_the_summary(tmp_path, data):
+    import threading
+
+    base = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1, "batch_size": 64}
+    threads = [threading.Thread(target=sweep, kwargs=dict(thresholds=t, base=base, data=data, results_dir=tmp_path,
+                                                           progress=False)) for t in ([0.1, 0.2], [0.3, 0.4])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert sorted(r["clip"] for r in rows) == ["norm:0.1", "norm:0.2", "norm:0.3", "norm:0.4"]
+
+
+@pytest.mark.parametrize("kw, arg", [({"thresholds": ["a"]}, "thresholds"), ({"thresholds": [-1.0]}, "thresholds"),
+                                     ({"thresholds": [1.0], "results_dir": "FILE"}, "results_dir")])
+def test_sweep_refuses_bad_input_before_any_work(tmp_path, data, kw, arg):
+    (tmp_path / "FILE").write_text("x")
+    if kw.get("results_dir") == "FILE":
+        kw = {**kw, "results_dir": tmp_path / "FILE"}
+    kw.setdefault("results_dir", tmp_path / "out")
+    with pytest.raises(ValueError, match=arg):
+        sweep(base={"model": "seed_cnn"}, data=data, progress=False, **kw)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_options_name_the_accepted_ones(data):
+    from gradkit.train import fit
+
+    with pytest.raises(ValueError, match="accepted: width"):
+        fit("seed_cnn", data, model_kw={"widht": 0.5}, progress=False)
+    with pytest.raises(ValueError, match="augment"):
+        fit("seed_cnn", data, augment="no", progress=False)
+    with pytest.raises(ValueError, match="amp"):
+        fit("seed_cnn", data, amp="yes", progress=False)

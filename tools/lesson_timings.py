@@ -1,0 +1,52 @@
+"""Minutes per section of executed lessons, from papermill's per-cell durations.
+
+    python -m gradkit report --profile cpu --out reports/timing      # execute every lesson
+    python tools/lesson_timings.py reports/timing/*.ipynb            # a markdown table per lesson
+
+A section starts at a ``##`` heading in a markdown cell (a cell holding two headings opens two
+sections, the first one empty of code); the cells before the first heading (title, parameters, imports, data loading) form the section "setup". The seconds are wall-clock
+time of the cells' execution, as papermill recorded them (kernel start-up not included).
+docs/teaching.md quotes these tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+
+def section_seconds(path: Path) -> list[tuple[str, float]]:
+    """``[(section title, seconds), ...]`` in notebook order."""
+    nb = nbformat.read(str(path), as_version=4)
+    sections: list[tuple[str, float]] = [("setup", 0.0)]
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            sections += [(line[3:].strip(), 0.0) for line in cell.source.splitlines() if line.startswith("## ")]
+        duration = cell.metadata.get("papermill", {}).get("duration")
+        if duration:
+            title, seconds = sections[-1]
+            sections[-1] = (title, seconds + float(duration))
+    return sections
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="+", type=Path, help="notebooks executed by papermill")
+    args = parser.parse_args(argv)
+    for path in args.notebooks:
+        sections = section_seconds(path)
+        total = sum(s for _, s in sections)
+        if total == 0:
+            print(f"error: {path} has no papermill durations: execute it with papermill first", file=sys.stderr)
+            return 2
+        print(f"\n{path.name}: {total:.0f} s in all\n\n| section | seconds |\n| --- | ---: |")
+        for title, seconds in sections:
+            print(f"| {title} | {seconds:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
