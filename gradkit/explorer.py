@@ -521,7 +521,7 @@ class ThresholdExplorer:
         ax = next(it)
         for name, acc in curves(v["val_acc"], v["baseline_val_acc"], v["matched_val_acc"]).items():
             if acc is not None and len(acc):
-                ax.plot(np.arange(1, len(acc) + 1), 100 * np.asarray(acc), "o-", markersize=3, color=colors[name],
+                ax.plot(np.arange(1, len(acc) + 1), 100 * np.asarray(acc), marker="o", markersize=3, color=colors[name],
                         linestyle="--" if name == matched else "-", label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
