@@ -509,6 +509,7 @@ class MatchedRow:
     scale: float
     run_ids: list[str] = field(default_factory=list)
     matched_ids: list[str] = field(default_factory=list)
+    clipped_spread: float = 0.0
 
     @property
     def difference(self) -> float:
@@ -517,8 +518,9 @@ class MatchedRow:
 
     @property
     def noise(self) -> float:
-        """The larger seed spread (max - min) of the two sides."""
-        return float(max(np.ptp(self.clipped), np.ptp(self.matched)))
+        """The largest seed spread (max - min): of the two sides, and of the clipped setting over all its seeds
+        (``clipped_spread``: a pair trained for one seed only still has its clipped setting's spread)."""
+        return float(max(np.ptp(self.clipped), np.ptp(self.matched), self.clipped_spread))
 
     def verdict(self, tolerance: float = 0.01) -> str:
         """``"like a smaller lr"`` when ``|difference| <= max(tolerance, noise)``, else ``"better than a
@@ -545,6 +547,7 @@ def matched_rows(histories: Iterable[Any], matched: dict[str, str]) -> list[Matc
             continue
         method, threshold = split_spec(h.config.get("clip"))
         groups.setdefault((setting_key(h.config), method, threshold), []).append((h, m))
+    spreads = {(r.setting, r.method, r.threshold): r.val_spread for r in sweep_table(runs.values())}
     out = []
     for (key, method, threshold), pairs in groups.items():
         pairs.sort(key=lambda p: p[0].config.get("seed", 0))
@@ -553,6 +556,7 @@ def matched_rows(histories: Iterable[Any], matched: dict[str, str]) -> list[Matc
             clipped=[final_val_accuracy(h) for h, _ in pairs], matched=[final_val_accuracy(m) for _, m in pairs],
             lrs=[float(m.config["lr"]) for _, m in pairs], scale=float(np.mean([mean_scale(h) for h, _ in pairs])),
             run_ids=[run_id(h) for h, _ in pairs], matched_ids=[run_id(m) for _, m in pairs],
+            clipped_spread=float(np.nan_to_num(spreads.get((key, method, threshold), 0.0))),
         ))
     out.sort(key=lambda r: (r.setting, METHODS.index(r.method), r.threshold))
     return out
