@@ -98,10 +98,10 @@ def spec_label(spec: str | float | None) -> str:
     if spec is None:
         return METHOD_NAMES["none"]
     if not isinstance(spec, str):
-        return f"{METHOD_NAMES['norm']}, c={float(spec):g}"
+        return f"{METHOD_NAMES['norm']}, c={float(spec):.3g}"
     method, _, value = spec.partition(":")
     name = METHOD_NAMES.get(method, method)
     if not value:
         return name
     symbol = {"agc": "lambda", "auto": "p"}.get(method, "c")
-    return f"{name}, {symbol}={float(value):g}"
+    return f"{name}, {symbol}={float(value):.3g}"

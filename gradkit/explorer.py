@@ -3,15 +3,18 @@
 A sweep (:func:`gradkit.runs.sweep`) trains a *setting* (model, optimizer, learning rate, epochs,
 data) once without clipping and once per clipping method and threshold, for a few seeds. The
 explorer indexes those runs and shows, for the selected setting, method and threshold, six views
-against the unclipped run of the same setting and seed:
+(one figure, one screen) against the unclipped run of the same setting and seed and, when the sweep
+has one (``matched``, from ``matched.json``), the unclipped run at the matched learning rate
+``lr * mean_t ||g'_t|| / ||g_t||`` (:func:`gradkit.sweeps.matched_lr`):
 
-1. training loss per step, selected vs unclipped;
-2. final test accuracy against the threshold for the whole sweep (seed mean, min..max band), the
-   selection starred;
+1. training loss per step;
+2. final validation accuracy against the threshold of the selected method only, on that method's own
+   axis (seed mean, min..max band), the matched-learning-rate runs beside it, the selection starred;
 3. the histogram of gradient norms before clipping, the threshold line and the share of steps clipped;
-4. the share of steps clipped over training;
-5. the step-size factor ``||g'|| / ||g||`` on clipped steps (``= c / ||g||`` for norm clipping);
-6. the update-to-weight ratio per layer over training, with and without clipping.
+4. the step actually taken ``||w_{t+1} - w_t||``, against ``lr * c`` and the momentum bound
+   ``lr * c / (1 - m)`` for norm clipping;
+5. the update-to-weight ratio per layer over training, with and without clipping;
+6. validation accuracy per epoch.
 
 The threshold slider stops at the thresholds of the selected method: the sweep's own for this
 setting, the method's standard range (:data:`gradkit.sweeps.THRESHOLD_RANGES`) and any trained live.
@@ -41,7 +44,10 @@ from .clip import METHODS
 from .runtime import get_profile
 from .sweeps import (
     accuracy_by_method,
-    final_accuracy,
+    draw_step_sizes,
+    final_val_accuracy,
+    matched_rows,
+    mean_scale,
     model_label,
     run_id,
     setting_key,
@@ -145,6 +151,10 @@ class SweepIndex:
         """Every run of setting ``key``."""
         return [self.runs[rid] for (k, *_), rid in self._by.items() if k == key]
 
+    def clipped_settings(self) -> list[str]:
+        """The settings with at least one clipped run (an unclipped matched-learning-rate run alone is not one)."""
+        return sorted({k for (k, m, *_) in self._by if m != "none"})
+
     def lookup(self, model: str, model_kw: dict[str, Any], optimizer: str, lr: float) -> str | None:
         """The setting with that model, optimizer and learning rate that has the most runs, or None."""
         keys = [k for k, c in self.settings.items()
@@ -161,6 +171,7 @@ class ThresholdExplorer:
     with the subset sizes recorded in the setting's config. ``results_dir``: where live runs are
     cached (runs already there are loaded too; :func:`live_dir` is the user's cache); None disables
     the button. ``live_steps``: the button's runs stop after that many steps (None: full length).
+    ``matched``: ``{clipped run id: matched-learning-rate run id}`` (:func:`gradkit.sweeps.load_matched`).
 
     ``controls`` holds the widgets (``model``, ``optimizer``, ``lr``, ``method``, ``threshold``,
     ``no_clip``, ``train``); ``views`` the data last shown, with the ids of the runs it came from;
@@ -170,7 +181,7 @@ class ThresholdExplorer:
     """
 
     def __init__(self, histories: Iterable[Any], data: Any = None, results_dir: str | Path | None = None,
-                 live_steps: int | None = None) -> None:
+                 live_steps: int | None = None, matched: dict[str, str] | None = None) -> None:
         import ipywidgets as w
 
         from .runs import load_sweep
@@ -183,6 +194,7 @@ class ThresholdExplorer:
         if not runs:
             raise ValueError("histories is empty: pass the runs of a sweep, e.g. load_sweep('results')")
         self.index = SweepIndex(runs)
+        self.matched = dict(matched or {})
         self.data = data
         self.live_steps = live_steps
         self.views: dict[str, Any] = {}
@@ -191,7 +203,9 @@ class ThresholdExplorer:
         first = self.index.settings[max(self.index.settings, key=lambda k: len(self.index.histories(k)))]
         self._models = self._model_options()
         self._hold = False
-        lrs = sorted({float(c["lr"]) for c in self.index.settings.values()})
+        # Learning rates of settings with clipped runs: matched-learning-rate runs are shown beside those.
+        lrs = sorted({float(self.index.settings[k]["lr"]) for k in self.index.clipped_settings()}
+                     or {float(c["lr"]) for c in self.index.settings.values()})
         sweep_methods = {split_spec(h.config.get("clip"))[0] for h in runs} - {"none"}
         methods = [m for m in METHODS if m in sweep_methods] + [m for m in METHODS if m not in sweep_methods | {"none"}]
         style = {"description_width": "initial"}
@@ -326,20 +340,38 @@ class ThresholdExplorer:
         base = self.index.find(key, "none", None, seed)
         if run is None:
             return views
-        rows = sweep_table(self.index.histories(key))
+        matched = self.index.runs.get(self.matched.get(run_id(run), ""))
+        histories = self.index.histories(key)
+        rows = sweep_table(histories)
         chosen = next(r for r in rows if r.method == method and r.threshold == threshold)
         baseline_row = next((r for r in rows if r.method == "none"), None)
+        # The accuracy view shows one method, on its own threshold axis: c of norm clipping, c of
+        # value clipping and AGC's lambda measure different things.
+        shown = method if method != "none" else self.controls["method"].value
+        pairs = [m for m in matched_rows(histories + [self.index.runs[i] for i in self.matched.values()
+                                                      if i in self.index.runs], self.matched)
+                 if m.method == shown]
         before = np.asarray(run.grad_norm_before, dtype=float)
         after = np.asarray(run.grad_norm_after, dtype=float)
         clipped = np.asarray(run.clipped, dtype=bool)
+        base_norms = np.asarray(base.grad_norm_before, dtype=float) if base is not None else before
+        finite = base_norms[np.isfinite(base_norms)]
         views.update(
             available=True, label=setting_label(run.config), seed=seed, run_id=run_id(run),
             run_ids=chosen.run_ids, baseline_id=run_id(base) if base is not None else None,
+            matched_id=run_id(matched) if matched is not None else None,
+            matched_lr=float(matched.config["lr"]) if matched is not None else None,
+            scale=mean_scale(run),
             loss=np.asarray(run.loss, dtype=float),
             baseline_loss=np.asarray(base.loss, dtype=float) if base is not None else None,
-            accuracy=accuracy_by_method(rows), baseline_accuracy=baseline_row.accuracies if baseline_row else None,
-            selected_accuracy=(threshold, chosen.mean) if threshold is not None else None,
-            norms=before, baseline_norms=np.asarray(base.grad_norm_before, dtype=float) if base is not None else None,
+            matched_loss=np.asarray(matched.loss, dtype=float) if matched is not None else None,
+            accuracy={m: v for m, v in accuracy_by_method(rows).items() if m == shown},
+            accuracy_method=shown,
+            baseline_accuracy=baseline_row.val_accuracies if baseline_row else None,
+            matched_accuracy=([m.threshold for m in pairs], [m.matched for m in pairs]),
+            selected_accuracy=(threshold, chosen.val_mean) if threshold is not None else None,
+            median_norm=float(np.median(finite)) if finite.size else math.nan,
+            norms=before, baseline_norms=base_norms if base is not None else None,
             threshold_line=threshold if method in _NORM_SCALE else None,
             clipped_share=float(clipped.mean()) if clipped.size else math.nan,
             clipped=clipped, norm_after=after,
@@ -348,6 +380,9 @@ class ThresholdExplorer:
             update_ratio=np.asarray(run.update_ratio, dtype=float),
             baseline_layer_steps=np.asarray(base.layer_steps) if base is not None else None,
             baseline_update_ratio=np.asarray(base.update_ratio, dtype=float) if base is not None else None,
+            val_acc=np.asarray(run.val_acc, dtype=float),
+            baseline_val_acc=np.asarray(base.val_acc, dtype=float) if base is not None else None,
+            matched_val_acc=np.asarray(matched.val_acc, dtype=float) if matched is not None else None,
         )
         return views
 
@@ -387,14 +422,16 @@ class ThresholdExplorer:
         return fig
 
     def summary(self) -> str:
-        """The selected run against the unclipped run of the same seed, in numbers read from :attr:`views`:
-        loss over the last 10 steps, first/median/largest ||g|| before clipping, share of steps clipped and
-        the median step-size factor, the median update-to-weight ratio of the first and last weight layers,
-        and the final test accuracy."""
+        """The selected run beside the unclipped run of the same seed and, when there is one, the unclipped
+        run at the matched learning rate, in numbers read from the runs: loss over the last 10 steps,
+        first/median/largest ||g|| before clipping, share of steps clipped and the mean gradient scale,
+        the median step ||w_{t+1} - w_t||, the median update-to-weight ratio of the first and last weight
+        layers, and the final validation accuracy."""
         v = self.views
         if not v.get("available"):
             raise ValueError("the selection has no run in the sweep: choose another setting, or train it")
         sel, base = self.index.runs[v["run_id"]], self.index.runs.get(v["baseline_id"] or "")
+        matched = self.index.runs.get(v["matched_id"] or "")
         weights = [j for j, n in enumerate(v["layer_names"]) if not n.endswith("bias")] or [0]
 
         def row(h: Any) -> list[str]:
@@ -402,21 +439,24 @@ class ThresholdExplorer:
             ratio = np.asarray(h.update_ratio, dtype=float)
             first, last = ((f"{np.median(ratio[:, j]):.2g}" for j in (weights[0], weights[-1])) if ratio.ndim == 2
                            else ("-", "-"))
+            steps = f"{np.median(h.step_norm):.3g}" if h.step_norm else "-"
+            val = f"{100 * final_val_accuracy(h):.1f}%" + (" (diverged: chance)" if h.diverged else "")
             return [f"{np.mean(h.loss[-10:]):.3f}", f"{norms[0]:.3g} / {np.median(norms):.3g} / {norms.max():.3g}",
-                    f"{100 * h.clip_rate:.0f}%", f"{first} / {last}", f"{100 * final_accuracy(h):.1f}%"]
+                    f"{100 * h.clip_rate:.0f}%, scale {mean_scale(h):.2f}", steps, f"{first} / {last}", val]
 
         labels = ["training loss, last 10 steps (ln 10 = 2.303: a uniform guess)",
                   "||g|| before clipping: first step / median / largest",
-                  "steps clipped", f"update/weight ratio, median: {v['layer_names'][weights[0]]} / "
-                  f"{v['layer_names'][weights[-1]]}", "final test accuracy" + (" (diverged: chance)" if sel.diverged else "")]
-        mine, other = row(sel), row(base) if base is not None and base is not sel else None
-        head = f"{v['label']}, seed {v['seed']}: {plots.spec_label(self._spec(v))}"
-        lines = [head + (" | no clipping" if other else "")]
+                  "steps clipped, mean gradient scale ||g'||/||g||", "median step ||w_t+1 - w_t||",
+                  f"update/weight ratio, median: {v['layer_names'][weights[0]]} / {v['layer_names'][weights[-1]]}",
+                  "final validation accuracy"]
+        columns = [(plots.spec_label(self._spec(v)), row(sel))]
+        if base is not None and base is not sel:
+            columns.append((plots.METHOD_NAMES["none"], row(base)))
+        if matched is not None:
+            columns.append((f"no clipping at the matched lr {fmt(v['matched_lr'])}", row(matched)))
+        lines = [f"{v['label']}, seed {v['seed']}: " + " | ".join(name for name, _ in columns)]
         for i, label in enumerate(labels):
-            lines.append(f"  {label}: {mine[i]}" + (f" | {other[i]}" if other else ""))
-        factor = v["step_factor"][np.isfinite(v["step_factor"])]
-        if factor.size:
-            lines.append(f"  median step-size factor on clipped steps: {np.median(factor):.3g}")
+            lines.append(f"  {label}: " + " | ".join(values[i] for _, values in columns))
         return "\n".join(lines)
 
     def draw(self) -> Any:
@@ -433,41 +473,84 @@ class ThresholdExplorer:
     def _spec(v: dict[str, Any]) -> str:
         return "none" if v["threshold"] is None else f"{v['method']}:{v['threshold']:g}"
 
-    def _draw_row(self, v: dict[str, Any], axes: list[Any], accuracy: bool = True) -> None:
-        """Draw the views into ``axes``: loss, [accuracy], histogram, clip rate, step factor, update ratio."""
+    def _draw_row(self, v: dict[str, Any], axes: list[Any]) -> None:
+        """Draw the six views into ``axes``: loss, accuracy vs threshold, histogram, step size, update
+        ratio, validation accuracy per epoch."""
         label = plots.spec_label(self._spec(v))
-        color = plots.color_for(v["method"])
-        # The unclipped run first, so the selected run is drawn on top where they coincide.
-        curves = {}
-        if v["baseline_loss"] is not None and v["method"] != "none":
-            curves[plots.METHOD_NAMES["none"]] = v["baseline_loss"]
-        curves[label] = v["loss"]
+        none = plots.METHOD_NAMES["none"]
+        matched = f"no clipping, lr={fmt(v['matched_lr'])} (matched)" if v["matched_id"] else None
+        colors = {label: plots.color_for(v["method"]), none: plots.color_for("none"), matched: "tab:orange"}
+        # The unclipped runs first, so the selected run is drawn on top where they coincide.
+        def curves(own: Any, baseline: Any, match: Any) -> dict[str, Any]:
+            out = {}
+            if baseline is not None and v["method"] != "none":
+                out[none] = baseline
+            if matched and match is not None:
+                out[matched] = match
+            out[label] = own
+            return out
+
         it = iter(axes)
-        plots.loss_curves(next(it), curves, colors={label: color, plots.METHOD_NAMES["none"]: plots.color_for("none")})
-        if accuracy:
-            ax = next(it)
-            plots.accuracy_vs_threshold(ax, v["accuracy"], baseline=v["baseline_accuracy"],
-                                        selected=v["selected_accuracy"])
+        ax = next(it)
+        plots.loss_curves(ax, curves(v["loss"], v["baseline_loss"], v["matched_loss"]), colors=colors,
+                          dashed=[matched] if matched else ())
+        ax.legend(fontsize=7, loc="upper right")
+        ax = next(it)
+        self._draw_accuracy(ax, v)
         ax = next(it)
         plots.grad_norm_histogram(ax, v["norms"], threshold=v["threshold_line"],
                                   reference=v["baseline_norms"] if v["method"] != "none" else None,
-                                  clipped_share=v["clipped_share"], color=color)
+                                  clipped_share=v["clipped_share"], color=colors[label])
         if v["method"] in _SCALE_NOTE:
             ax.set_title(f"{ax.get_title()}\n({_SCALE_NOTE[v['method']]})", fontsize=9)
-        plots.clip_rate_curve(next(it), v["clipped"], color=color)
-        plots.step_reduction(next(it), v["norms"], v["norm_after"], v["clipped"], color=color)
+        ax.legend(fontsize=7, loc="upper left")
+        ax = next(it)
+        runs = {name: self.index.runs[rid] for name, rid in
+                [(none, v["baseline_id"]), (matched, v["matched_id"]), (label, v["run_id"])]
+                if name and rid and (name != none or v["method"] != "none")}
+        draw_step_sizes(ax, runs, threshold=v["threshold_line"], colors=colors)
+        ax.set_title("the step actually taken", fontsize=9)
         reference = None
         if v["baseline_update_ratio"] is not None and v["method"] != "none":
             reference = (v["baseline_layer_steps"], v["baseline_update_ratio"])
         ax = next(it)
         plots.update_ratio_curves(ax, v["layer_steps"], v["update_ratio"], v["layer_names"], reference=reference)
+        ax.legend(ncol=2, fontsize=6, loc="lower left")
         if reference is not None:
             ax.set_title("solid: clipped, dotted: no clipping", fontsize=9)
+        ax = next(it)
+        for name, acc in curves(v["val_acc"], v["baseline_val_acc"], v["matched_val_acc"]).items():
+            if acc is not None and len(acc):
+                ax.plot(np.arange(1, len(acc) + 1), 100 * np.asarray(acc), marker="o", markersize=3, color=colors[name],
+                        linestyle="--" if name == matched else "-", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title("validation accuracy per epoch", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+
+    @staticmethod
+    def _draw_accuracy(ax: Any, v: dict[str, Any]) -> None:
+        """Validation accuracy against the selected method's threshold (its own axis), the unclipped runs
+        as a grey band, the matched-learning-rate runs as diamonds, the selection starred."""
+        method = v["accuracy_method"]
+        plots.accuracy_vs_threshold(ax, v["accuracy"], baseline=v["baseline_accuracy"],
+                                    selected=v["selected_accuracy"])
+        thresholds, accs = v["matched_accuracy"]
+        if thresholds:
+            order = np.argsort(thresholds)
+            ax.plot(np.asarray(thresholds)[order], [100 * np.mean(accs[i]) for i in order], "D--",
+                    color="tab:orange", markersize=4, label="no clipping at the matched lr")
+        if method in _NORM_SCALE and np.isfinite(v["median_norm"]):
+            ax.axvline(v["median_norm"], color="grey", linestyle=":", linewidth=1,
+                       label=f"median ||g||, no clipping ({fmt(v['median_norm'])})")
+        sym = "lambda" if method == "agc" else "c"
+        ax.set_xlabel(f"{plots.METHOD_NAMES.get(method, method)} threshold {sym} (log scale)")
+        ax.set_ylabel("final validation accuracy (%)")
+        ax.legend(fontsize=7, loc="lower right")
 
     def static(self, count: int = 3) -> list[Any]:
-        """Headless fallback: accuracy vs threshold with ``count`` representative thresholds of the
-        selected method starred (smallest, middle, largest), then one row of views per threshold.
-        Displays the figures and returns them."""
+        """Without a widget front end: the six views (:meth:`draw`) for ``count`` representative thresholds of
+        the selected method (smallest, middle, largest), one figure each. Displays and returns them."""
         sel = self.selection()
         key = sel["setting"]
         if key is None:
@@ -493,19 +576,15 @@ class ThresholdExplorer:
             return self._static_figures(rows)
 
     def _static_figures(self, rows: list[dict[str, Any]]) -> list[Any]:
-        fig1, ax = plots.figure(1, 1, width=6.5, height=3.6)
-        plots.accuracy_vs_threshold(ax, rows[0]["accuracy"], baseline=rows[0]["baseline_accuracy"])
+        figures = []
         for v in rows:
-            ax.plot(*v["selected_accuracy"], "*", color="black", markersize=12)
-        ax.set_title(f"{rows[0]['label']}\nstars: the thresholds drawn below")
-        # A lower dpi keeps the stored notebooks small: this grid is the largest figure of the lesson.
-        fig2, axes = plots.figure(len(rows), 5, width=15.0, height=2.8 * len(rows), dpi=85)
-        for r, v in enumerate(rows):
-            self._draw_row(v, list(axes[r]), accuracy=False)
-            axes[r][0].set_title(plots.spec_label(self._spec(v)), loc="left")
-        plots.display_figure(fig1)
-        plots.display_figure(fig2)
-        return [fig1, fig2]
+            # A lower dpi keeps the stored notebooks small: these are the largest figures of the lesson.
+            fig, axes = plots.figure(2, 3, width=13.5, height=6.6, dpi=80)
+            self._draw_row(v, list(axes[0]) + list(axes[1]))
+            fig.suptitle(f"{v['label']}, seed {v['seed']}: {plots.spec_label(self._spec(v))}")
+            plots.display_figure(fig)
+            figures.append(fig)
+        return figures
 
     def show(self) -> None:
         """Display the widget where a widget front end will render it (then the figure follows every

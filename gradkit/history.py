@@ -105,7 +105,7 @@ class History:
     @property
     def label(self) -> str:
         """Legend text: the clip setting and the learning rate; synthetic runs say so."""
-        text = f"{spec_label(self.config.get('clip'))}, lr={self.config.get('lr', math.nan):g}"
+        text = f"{spec_label(self.config.get('clip'))}, lr={self.config.get('lr', math.nan):.3g}"
         return text + " [synthetic data]" if self.synthetic else text
 
     def save(self, path: str | Path) -> Path:

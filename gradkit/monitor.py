@@ -250,3 +250,139 @@ class GradMonitor:
         self._have_norms = False
         self._step += 1
 
+
+
+# ---- dead ReLU units ----------------------------------------------------------------------------
+# A ReLU unit whose pre-activation is negative for every input outputs 0 and passes no gradient
+# back: its weights stop changing. One huge step can push many units there at once (lesson 04's
+# setting C); these functions count them.
+
+
+def dead_unit_share(activation: Tensor) -> Tensor:
+    """Share of dead units in one ReLU output ``a`` of a batch, as a 0-d tensor on ``a``'s device.
+
+    Unit ``j`` is the feature ``a[:, j]`` of a ``(B, F)`` output, or the channel ``a[:, j, :, :]`` of a
+    ``(B, C, H, W)`` output. It is dead on the batch when it is 0 for every input and position:
+    ``dead_j = [max_{b, h, w} |a[b, j, h, w]| == 0]``, and the share is ``(1 / J) * sum_j dead_j``.
+
+    >>> a = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])  # unit 0 is 0 for both inputs
+    >>> float(dead_unit_share(a))
+    0.3333333432674408
+    """
+    if not isinstance(activation, Tensor) or activation.dim() < 2 or activation.shape[1] == 0:
+        raise ValueError("activation must be a tensor of shape (batch, units, ...) with at least one unit, got "
+                         + (f"shape {tuple(activation.shape)}" if isinstance(activation, Tensor) else type(activation).__name__))
+    a = activation.detach()
+    peak = a.abs().transpose(0, 1).reshape(a.shape[1], -1).amax(dim=1)
+    return (peak == 0).float().mean()
+
+
+def _relus(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    if not found:
+        raise ValueError(f"model ({type(model).__name__}) has no nn.ReLU modules to watch; dead units are counted "
+                         "on the outputs of nn.ReLU modules (a model calling F.relu has none)")
+    return found
+
+
+@torch.no_grad()
+def dead_units(model: nn.Module, x: Tensor) -> dict[str, float]:
+    """``{name: share}``: :func:`dead_unit_share` of every ``nn.ReLU`` module of ``model`` on the batch ``x``
+    (one forward pass without gradients, in the model's current train/eval mode).
+
+    >>> relu_net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    >>> with torch.no_grad():
+    ...     _ = relu_net[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+    ...     _ = relu_net[0].bias.zero_()
+    >>> dead_units(relu_net, torch.tensor([[1.0, 0.0], [2.0, 0.0]]))  # unit 1 outputs -x0 < 0: dead
+    {'1': 0.5}
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"x must be a batch tensor, got {type(x).__name__}")
+    shares: dict[str, Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: shares.__setitem__(name, dead_unit_share(out)))
+             for name, m in _relus(model)]
+    try:
+        model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: float(v) for name, v in shares.items()}
+
+
+@dataclass
+class DeadUnitHistory:
+    """What a :class:`DeadUnitMonitor` recorded: ``steps`` (S,) the training steps measured,
+    ``layer_names`` (L names of ``nn.ReLU`` modules) and ``share`` (S, L), the share of dead units
+    of each ReLU on that step's training batch."""
+
+    steps: np.ndarray
+    layer_names: list[str]
+    share: np.ndarray
+
+
+class DeadUnitMonitor:
+    """Count dead ReLU units (:func:`dead_unit_share`) on the training batches while ``model`` trains.
+
+    Forward hooks on every ``nn.ReLU`` module measure each ``every``-th forward pass of ``model`` made
+    in train mode (evaluation passes, in eval mode, are not counted), on the batch being trained on;
+    the shares stay on the device until :attr:`history` is read. Use it as a context manager around
+    any training loop, e.g. :func:`gradkit.train.fit` with the model passed as a module.
+
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    >>> with DeadUnitMonitor(net, every=2) as dead:
+    ...     for _ in range(3):
+    ...         _ = net(torch.randn(4, 2))
+    >>> dead.history.steps.tolist(), dead.history.layer_names, dead.history.share.shape
+    ([0, 2], ['1'], (2, 1))
+    """
+
+    def __init__(self, model: nn.Module, every: int = 1) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1 (1: every training step), got {every!r}")
+        relus = _relus(model)
+        self.every = every
+        self.layer_names = [name for name, _ in relus]
+        self._forwards = 0
+        self._measure = False
+        self._steps: list[int] = []
+        self._rows: list[dict[str, Tensor]] = []
+        self._hooks = [model.register_forward_pre_hook(self._start)]
+        self._hooks += [m.register_forward_hook(self._record(name)) for name, m in relus]
+
+    def _start(self, model: nn.Module, _inputs: Any) -> None:
+        self._measure = model.training and self._forwards % self.every == 0
+        if model.training:
+            if self._measure:
+                self._steps.append(self._forwards)
+                self._rows.append({})
+            self._forwards += 1
+
+    def _record(self, name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, out: Tensor) -> None:
+            if self._measure:
+                self._rows[-1][name] = dead_unit_share(out)
+        return hook
+
+    def detach(self) -> None:
+        """Remove the forward hooks."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def __enter__(self) -> "DeadUnitMonitor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    @property
+    def history(self) -> DeadUnitHistory:
+        """The measured steps as numpy arrays (this read is the only host sync)."""
+        done = [(s, r) for s, r in zip(self._steps, self._rows) if len(r) == len(self.layer_names)]
+        share = (torch.stack([torch.stack([r[n] for n in self.layer_names]) for _, r in done]).cpu().numpy()
+                 if done else np.zeros((0, len(self.layer_names))))
+        return DeadUnitHistory(steps=np.asarray([s for s, _ in done], dtype=np.int64),
+                               layer_names=list(self.layer_names), share=share)

@@ -258,3 +258,81 @@ def test_no_host_sync_until_history_on_cuda():
         torch.cuda.set_sync_debug_mode("default")
     h = mon.history
     assert h.steps.tolist() == [0, 1, 2, 3] and h.clipped.all()
+
+
+# ---- dead ReLU units ----------------------------------------------------------------------------
+
+
+def test_dead_unit_share_by_hand_for_features_and_channels():
+    from gradkit.monitor import dead_unit_share
+
+    # (B=2, F=4): features 0 and 3 are 0 for both inputs; feature 2 is 0 for one input only (alive).
+    a = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 3.0, 2.0, 0.0]])
+    assert float(dead_unit_share(a)) == pytest.approx(2 / 4)
+    # (B=2, C=3, H=2, W=2): channel 1 is 0 everywhere; channel 2 has one non-zero pixel in one image.
+    x = torch.zeros(2, 3, 2, 2)
+    x[:, 0] = 1.0
+    x[1, 2, 1, 0] = 0.5
+    assert float(dead_unit_share(x)) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="activation must be a tensor of shape \\(batch, units, ...\\)"):
+        dead_unit_share(torch.zeros(5))
+
+
+def relu_net() -> nn.Module:
+    """Linear(1 -> 3) + ReLU, Linear(3 -> 2) + ReLU with weights set by hand: for inputs x > 0 unit 1 of
+    the first layer is always negative (dead); the second layer's unit 0 reads only that dead unit."""
+    net = nn.Sequential(nn.Linear(1, 3), nn.ReLU(), nn.Linear(3, 2), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0], [-1.0], [2.0]]))
+        net[0].bias.zero_()
+        net[2].weight.copy_(torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]))
+        net[2].bias.zero_()
+    return net
+
+
+def test_dead_units_per_layer_by_hand():
+    from gradkit.monitor import dead_units
+
+    net = relu_net()
+    x = torch.tensor([[1.0], [2.0], [0.5]])
+    assert dead_units(net, x) == {"1": pytest.approx(1 / 3), "3": pytest.approx(1 / 2)}
+    # With a negative input unit 1 comes alive and units 0 and 2 are 0 for that input only: nothing dead.
+    assert dead_units(net, torch.tensor([[1.0], [-1.0]])) == {"1": 0.0, "3": 0.0}
+    with pytest.raises(ValueError, match="has no nn.ReLU modules"):
+        dead_units(nn.Linear(1, 1), x)
+
+
+def test_dead_unit_monitor_counts_training_forwards_only():
+    from gradkit.monitor import DeadUnitMonitor
+
+    net = relu_net()
+    with DeadUnitMonitor(net, every=2) as dead:
+        for step in range(5):
+            net.train()
+            net(torch.tensor([[1.0], [2.0]]) if step < 3 else torch.tensor([[-1.0], [1.0]]))
+            net.eval()
+            net(torch.tensor([[-5.0]]))  # an evaluation pass: not counted, not measured
+    h = dead.history
+    assert h.steps.tolist() == [0, 2, 4] and h.layer_names == ["1", "3"]
+    np.testing.assert_allclose(h.share, [[1 / 3, 1 / 2], [1 / 3, 1 / 2], [0.0, 0.0]])
+    net.train()
+    net(torch.tensor([[1.0]]))  # detached on exit: nothing more recorded
+    assert dead.history.steps.tolist() == [0, 2, 4]
+    with pytest.raises(ValueError, match="every must be an int >= 1"):
+        DeadUnitMonitor(net, every=0)
+
+
+def test_dead_unit_monitor_watches_fit():
+    """Inside fit (the model passed as a module): one row per `every`-th training step, none for evaluation."""
+    from gradkit.data import synthetic
+    from gradkit.models import PlainCNN
+    from gradkit.monitor import DeadUnitMonitor
+    from gradkit.train import fit
+
+    data = synthetic(n=64, n_test=32, n_val=16)
+    model = PlainCNN(depth=3, width=2, init="kaiming")
+    with DeadUnitMonitor(model, every=2) as dead:
+        h = fit(model, data, epochs=1, batch_size=16, lr=0.01, progress=False, device="cpu")
+    assert len(h.loss) == 4
+    assert dead.history.steps.tolist() == [0, 2] and dead.history.share.shape == (2, 3)
+    assert np.all((dead.history.share >= 0) & (dead.history.share <= 1))

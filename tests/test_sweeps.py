@@ -1,0 +1,147 @@
+"""gradkit.sweeps: choosing on validation, matched learning rates, the lr x threshold grid and the
+step actually taken, against hand computations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from gradkit import sweeps
+from gradkit.sweeps import SweepRow
+from gradkit.train import History
+
+
+def run(lr: float, clip: str, seed: int = 0, val: float = 0.5, test: float = 0.4, before=(2.0, 4.0),
+        after=None, **config) -> History:
+    """A finished run with hand-set numbers; its id names lr, clip and seed."""
+    after = list(before) if after is None else list(after)
+    rid = f"{lr:g}-{clip}-{seed}"
+    return History(config={"model": "seed_cnn", "optimizer": "sgd", "lr": lr, "clip": clip, "seed": seed,
+                           "momentum": 0.9, "run_id": rid, **config},
+                   val_acc=[val], test_acc=[test], loss=[2.0, 1.0], grad_norm_before=list(before),
+                   grad_norm_after=after, clipped=[a < b for a, b in zip(after, before)])
+
+
+def test_choice_is_made_on_validation_and_test_is_reported_for_it_only():
+    # On test the ranking is the other way round: c=0.1 would win. Validation must decide.
+    rows = sweeps.sweep_table([run(0.1, "none", val=0.30, test=0.50), run(0.1, "norm:0.1", val=0.35, test=0.60),
+                               run(0.1, "norm:1", val=0.40, test=0.20)])
+    best, near = sweeps.best_threshold(rows, "norm")
+    assert best.threshold == 1.0 and near.threshold == 1.0
+    text = sweeps.describe_method(rows, "norm")
+    assert text.startswith("norm clipping: best on validation c=1 (40.0%, 0% of steps clipped, +10.0 points vs "
+                           "no clipping); its test accuracy: 20.0%.")
+    assert "60.0" not in text and "50.0" not in text  # no test accuracy of a setting not chosen
+    assert sweeps.report_choice(rows, "norm") == ("chosen on validation: norm clipping, c=1 (validation 40.0%); "
+                                                  "test accuracy 20.0% (per seed: 20.0)")
+    table = sweeps.format_table(rows)
+    assert "s/run" not in table and "60.0" not in table
+    assert table.splitlines()[2].split() == ["norm", "clipping,", "c=0.1", "35.0", "35.0", "0/1", "0%", "1.00"]
+
+
+def test_runs_without_validation_cannot_be_chosen_from():
+    h = run(0.1, "norm:1")
+    h.val_acc = []
+    [row] = sweeps.sweep_table([h])
+    assert math.isnan(row.val_mean)
+    with pytest.raises(ValueError, match="have no validation accuracy"):
+        sweeps.best_threshold([row], "norm")
+
+
+def test_a_diverged_run_counts_as_chance_on_validation_too():
+    h = run(0.1, "none", val=0.9)
+    h.diverged = True
+    assert sweeps.final_val_accuracy(h) == sweeps.CHANCE
+
+
+def test_mean_scale_and_matched_lr_by_hand():
+    # Scales 1/2 and 1/4 (the zero-norm step is left out): mean 0.375; lr 0.2 * 0.375 = 0.075.
+    h = run(0.2, "norm:1", before=(2.0, 4.0, 0.0), after=(1.0, 1.0, 0.0))
+    assert sweeps.mean_scale(h) == pytest.approx(0.375)
+    assert sweeps.matched_lr(h) == 0.075
+    assert sweeps.matched_lr(run(0.05, "norm:1", before=(3.0,), after=(1.0,))) == 0.0167  # 3 digits
+
+
+def test_matched_rows_pair_each_clipped_run_with_its_matched_run(tmp_path):
+    runs = [run(0.2, "norm:0.5", seed=s, val=v) for s, v in [(0, 0.50), (1, 0.52)]]
+    runs += [run(0.2, "norm:5", seed=s, val=v) for s, v in [(0, 0.45), (1, 0.47)]]
+    runs += [run(0.05, "none", seed=0, val=0.495), run(0.049, "none", seed=1, val=0.505),
+             run(0.15, "none", seed=0, val=0.11), run(0.16, "none", seed=1, val=0.12)]
+    links = {"0.2-norm:0.5-0": "0.05-none-0", "0.2-norm:0.5-1": "0.049-none-1",
+             "0.2-norm:5-0": "0.15-none-0", "0.2-norm:5-1": "0.16-none-1"}
+    (tmp_path / "matched.json").write_text(json.dumps(links))
+    assert sweeps.load_matched(tmp_path) == links and sweeps.load_matched(tmp_path / "nowhere") == {}
+    small, large = sweeps.matched_rows(runs, links)
+    assert (small.threshold, small.clipped, small.matched, small.lrs) == (0.5, [0.50, 0.52], [0.495, 0.505], [0.05, 0.049])
+    # 0.51 - 0.50 = 0.01 is within the seed spread (0.02): a smaller learning rate does the same.
+    assert small.difference == pytest.approx(0.01) and small.noise == pytest.approx(0.02)
+    assert small.verdict() == "like a smaller lr"
+    assert large.difference == pytest.approx(0.46 - 0.115) and large.verdict() == "better than a smaller lr"
+    text = sweeps.describe_matched([small, large])
+    assert ("no different from a smaller learning rate (within the seed spread or 1 point): norm clipping c=0.5 "
+            "(51.0% vs 50.0% unclipped at lr 0.05/0.049, mean scale 1.00)") in text
+    assert "so more than a smaller learning rate: norm clipping c=5 (46.0% vs 11.5% unclipped at lr 0.15/0.16" in text
+    assert sweeps.describe_matched([]) == "No clipped run of this setting has a matched-learning-rate run."
+
+
+def test_lr_threshold_grid_leaves_out_matched_only_rates():
+    runs = [run(lr, clip, val=0.1 * i + 0.01 * j)
+            for i, lr in enumerate((0.01, 0.1)) for j, clip in enumerate(("none", "norm:0.5", "norm:2"))]
+    runs += [run(0.033, "none", val=0.9), run(0.1, "norm:0.5", seed=1, val=0.99), run(0.1, "value:0.01", val=0.99)]
+    runs += [run(0.1, "norm:0.5", val=0.99, model_kw={"width": 1.0})]  # another setting
+    grid = sweeps.lr_threshold_grid(runs, "norm", seed=0)
+    assert grid.lrs == [0.01, 0.1] and grid.thresholds == [None, 0.5, 2.0]
+    np.testing.assert_allclose(grid.acc, [[0.0, 0.01, 0.02], [0.1, 0.11, 0.12]])
+    assert grid.run_ids[1][2] == "0.1-norm:2-0" and grid.best() == (0.1, 2.0, pytest.approx(0.12))
+    fig = sweeps.grid_figure(grid)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["0.0", "1.0", "2.0", "10.0", "11.0", "12.0"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["none", "c=0.5", "c=2"]
+    plt.close("all")
+    with pytest.raises(ValueError, match="no run of method='agc' with seed=0"):
+        sweeps.lr_threshold_grid(runs, "agc")
+
+
+def test_step_bound_by_hand_and_against_sgd_with_momentum():
+    # v_t = m v_{t-1} + g_t with ||g_t|| = c, all in one direction: the bound is reached exactly.
+    lr, c, m = 0.1, 0.5, 0.9
+    w = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=lr, momentum=m)
+    steps = []
+    for _ in range(30):
+        before = w.detach().clone()
+        w.grad = torch.tensor([0.0, 3.0, 4.0]) / 5 * c  # norm c
+        opt.step()
+        steps.append(float((w.detach() - before).norm()))
+    bound = sweeps.step_bound(lr, c, m, steps=30)
+    np.testing.assert_allclose(steps, bound, rtol=1e-5)
+    assert bound[0] == pytest.approx(lr * c) and bound[-1] > 9 * lr * c and bound[-1] < lr * c / (1 - m)
+    np.testing.assert_allclose(sweeps.step_bound([0.1, 0.2], 1.0, 0.5), [0.1, 0.2 * 1.5])
+    with pytest.raises(ValueError, match="momentum must be a number in \\[0, 1\\)"):
+        sweeps.step_bound(0.1, 1.0, 1.0, steps=2)
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        sweeps.step_bound(0.1, 1.0, 0.9)
+
+
+def test_draw_step_sizes_draws_the_runs_and_both_bounds():
+    h = run(0.1, "norm:0.5")
+    h.step_norm, h.lr = [0.05, 0.09, 0.12], [0.1, 0.1, 0.1]
+    _, ax = plt.subplots()
+    sweeps.draw_step_sizes(ax, {"clipped": h}, threshold=0.5, window=1)
+    lines = {ln.get_label(): ln.get_ydata() for ln in ax.lines}
+    np.testing.assert_allclose(lines["clipped"], [0.05, 0.09, 0.12])
+    np.testing.assert_allclose(lines["lr*c (c=0.5)"], [0.05] * 3)
+    np.testing.assert_allclose(lines["lr*c/(1-m), m=0.9"], [0.5] * 3)
+    plt.close("all")
+
+
+def test_zero_gradient_share_and_formatting():
+    h = History(layer_grad_norm=[[0.1, 0.2, 0.3], [0.0, 0.0, 0.3], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(sweeps.zero_gradient_share(h), [0.0, 2 / 3, 1.0])
+    assert sweeps.fmt(1.99526) == "2" and sweeps.fmt(0.011749) == "0.0117"
+    assert sweeps.setting_label({"model": "seed_cnn", "lr": 0.011749}).endswith("lr=0.0117, 1 epoch")
