@@ -29,17 +29,16 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
+from .report_index import MAIN_FIGURE_TAG, read_notebook, write_atomic  # noqa: F401 (MAIN_FIGURE_TAG: public here too)
 from .runtime import get_profile
 
 RECORD_MIME = "application/vnd.gradkit.record+json"
-MAIN_FIGURE_TAG = "main-figure"
 STATUSES = ("ok", "failed", "timed out", "interrupted", "running", "not run")
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_TIMED_OUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # Cells papermill adds to the executed notebook; the user's saved notebook has none of them.
@@ -152,7 +151,7 @@ def records(notebook: Path | str | Any) -> list[Record]:
 
     In the order first recorded; a name recorded again (a cell run twice) keeps its last value.
     """
-    nb = _read(notebook) if isinstance(notebook, (str, Path)) else notebook
+    nb = read_notebook(notebook) if isinstance(notebook, (str, Path)) else notebook
     found: dict[str, Record] = {}
     for cell in nb.cells:
         for output in cell.get("outputs", []):
@@ -384,32 +383,11 @@ def _output_to(path: Path) -> Iterator[None]:
             os.close(copy)
 
 
-def _read(path: Path | str) -> Any:
-    import nbformat
-
-    return nbformat.read(str(path), as_version=4)
-
-
-def write_atomic(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` through a temporary file and a rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be read by others
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def to_html(executed: Path) -> Path:
     """Write a standalone HTML file (images embedded) next to an executed notebook."""
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(_read(executed))
+    body, _ = HTMLExporter().from_notebook_node(read_notebook(executed))
     target = executed.with_suffix(".html")
     write_atomic(target, body)
     return target
@@ -448,7 +426,7 @@ def _finish(entry: ReportEntry, executed: Path, status: str, detail: str, second
         entry.outcome = Outcome(status, detail=detail)
         entry.summary = summarize(entry.notebook, None)
         return entry
-    nb = _read(executed)
+    nb = read_notebook(executed)
     cell, count, found = _locate(nb) if status != "ok" else (None, None, "")
     entry.outcome = Outcome(status, cell, count, detail or found)
     entry.records = records(nb)

@@ -17,12 +17,15 @@ import platform
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import os
+import tempfile
+from typing import Any
 from urllib.parse import quote
 
-if TYPE_CHECKING:
-    from .report import ReportEntry
-
+# A report's entries are gradkit.report.ReportEntry objects; this module only reads their fields
+# (it does not import gradkit.report, which imports this module).
+ReportEntry = Any
+MAIN_FIGURE_TAG = "main-figure"  # the tag a lesson puts on the cell whose figure is its thumbnail
 THUMBNAIL_WIDTH = 560  # pixels: sharp at a card's ~280-400 CSS pixels on 2x screens, ~20-60 KB each
 BAD = {"failed", "timed out", "interrupted"}
 
@@ -86,7 +89,6 @@ def goal(nb: Any, limit: int = 180) -> str:
 
 def main_figure(nb: Any) -> bytes | None:
     """The PNG of the cell tagged ``main-figure`` (its first figure); without the tag, the notebook's first PNG."""
-    from .report import MAIN_FIGURE_TAG
 
     tagged = [c for c in nb.cells if MAIN_FIGURE_TAG in c.metadata.get("tags", [])]
     for cell in tagged or nb.cells:
@@ -123,9 +125,8 @@ def ran_with(nb: Any) -> str:
 def summarize(notebook: Path, executed: Any | None) -> dict[str, Any]:
     """What a card shows besides the run's records: title and goal (from the saved notebook), the
     thumbnail and the sizes line (from the executed one, when it ran)."""
-    from .report import _read
 
-    saved = _read(notebook)
+    saved = read_notebook(notebook)
     summary: dict[str, Any] = {"title": title(saved) or notebook.stem, "goal": goal(saved), "thumbnail": None,
                                "ran_with": ""}
     if executed is not None:
@@ -308,8 +309,29 @@ def render_index(entries: list[ReportEntry], env: dict[str, str]) -> str:
 
 def write_index(entries: list[ReportEntry], out: Path, env: dict[str, str]) -> Path:
     """Write ``out/index.html`` atomically and return its path."""
-    from .report import write_atomic
 
     index = out / "index.html"
     write_atomic(index, render_index(entries, env))
     return index
+
+
+def read_notebook(path: Path | str) -> Any:
+    """The notebook at ``path`` (nbformat version 4)."""
+    import nbformat
+
+    return nbformat.read(str(path), as_version=4)
+
+
+def write_atomic(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` through a temporary file and a rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be read by others
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -13,7 +13,7 @@ NOTEBOOKS = lesson_notebooks()
 
 
 def test_the_lesson_sequence_is_complete():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(8)]
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(9)]
 
 
 @pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.stem)

@@ -55,7 +55,7 @@ QUESTIONS: tuple[Question, ...] = (
        "07_claims_check.ipynb#Claim-3:-\"A-threshold-of-1-means-no-clipping.\""),
     _q(8, "Gradient clipping is a kind of data augmentation.", False,
        "Clipping changes the gradient between backward() and step(); the images are never touched.",
-       "07_claims_check.ipynb#Claim-2:-\"Clipping-is-a-kind-of-data-augmentation-that-reduces-overfitting.\""),
+       "07_claims_check.ipynb#Claim-2:-\"Clipping-is-a-kind-of-data-augmentation-that-reduces-overfitting-(a-regulariser).\""),
     _q(9, "Gradient clipping makes the model smaller or cheaper to run.", False,
        "The parameters and the FLOPs are the same with and without clipping; a training step costs a little more.",
        "07_claims_check.ipynb#Claim-4:-\"Clipping-reduces-the-number-of-parameters-and-the-computation.\""),
