@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-import labserver
+from . import labserver
 
 LESSONS = ["01_exploding_vanishing.ipynb", "02_clipping_formulas.ipynb", "03_cifar10_baseline.ipynb",
            "04_threshold_explorer.ipynb"]
