@@ -15,7 +15,6 @@ Measurements:
   update the optimiser takes with the clipped gradient and the one it would take with the raw
   gradient from the same state (momentum and Adam carry state, so even a global rescale of g can
   turn the update).
-- :func:`dead_relu_share`: the share of ReLU units that output 0 for every image of a batch.
 - :func:`step_times`: median seconds of one training step for several clip settings.
 - :func:`spearman`: rank correlation; :func:`accuracy`; :func:`max_abs_weight`.
 
@@ -395,44 +394,6 @@ def update_direction(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
 
 
 @torch.no_grad()
-def dead_relu_share(model: nn.Module, x: Tensor) -> float:
-    """Share of dead ReLU units on the batch ``x``, pooled over every ``nn.ReLU`` module of the
-    model: a unit (a channel of a conv output, a feature of a linear one) is dead when it outputs
-    0 for every image and position, so that no gradient flows through it:
-
-        share = sum over ReLUs of #dead units / sum over ReLUs of #units
-
-    One forward pass in eval mode (the mode is restored). Models that call ``F.relu`` (SeedCNN,
-    ResNet) have no ``nn.ReLU`` module: a ValueError says so.
-
-    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
-    >>> _ = net[0].weight.data.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])); _ = net[0].bias.data.zero_()
-    >>> dead_relu_share(net, torch.tensor([[1.0, 0.0], [2.0, 0.0]]))  # unit 1 outputs -x0 < 0 on both
-    0.5
-    """
-    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-    if not relus:
-        raise ValueError(f"model ({type(model).__name__}) has no nn.ReLU modules: dead units are counted on the "
-                         "outputs of nn.ReLU modules (PlainCNN has them; SeedCNN and ResNet call F.relu)")
-    counts: list[tuple[int, int]] = []
-
-    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
-        peak = out.detach().abs().transpose(0, 1).reshape(out.shape[1], -1).amax(dim=1)
-        counts.append((int((peak == 0).sum()), out.shape[1]))
-
-    was_training = model.training
-    hooks = [m.register_forward_hook(hook) for m in relus]
-    try:
-        model.eval()
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return sum(d for d, _ in counts) / sum(n for _, n in counts)
-
-
-@torch.no_grad()
 def accuracy(model: nn.Module, x_uint8: Tensor, y: Tensor, mean: Sequence[float], std: Sequence[float],
              batch_size: int = 1000) -> float:
     """Share of images classified right, #(argmax model(x_i) == y_i) / N, in eval mode and without
@@ -544,7 +505,7 @@ def verdict_vanishing(before: Sequence[float], after: Sequence[float], min_decay
 def verdict_dead_units(unclipped: dict[str, float], clipped: dict[str, float], min_dead: float = 0.5,
                        margin: float = 0.2) -> Verdict:
     """Claim 1b, from two runs that differ only in clipping: each dict has ``"dead"`` (share of
-    ReLU units dead after training, :func:`dead_relu_share`) and ``"acc"`` (validation accuracy).
+    ReLU units dead after training, :func:`gradkit.monitor.dead_relu_share`) and ``"acc"`` (validation accuracy).
 
     Rule: if fewer than ``min_dead`` (50%) of the unclipped run's units died, there was no
     collapse to prevent: inconclusive at this size. If the clipped run lost at least ``margin``

@@ -310,6 +310,34 @@ def dead_units(model: nn.Module, x: Tensor) -> dict[str, float]:
     return {name: float(v) for name, v in shares.items()}
 
 
+@torch.no_grad()
+def dead_relu_share(model: nn.Module, x: Tensor) -> float:
+    """Share of dead units pooled over every ``nn.ReLU`` module of ``model`` on the batch ``x``
+    (one forward pass in eval mode; the mode is restored):
+
+        share = sum over ReLUs of #dead units / sum over ReLUs of #units
+
+    with "dead" as in :func:`dead_unit_share` (0 for every image and position, so no gradient flows).
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    >>> _ = net[0].weight.data.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])); _ = net[0].bias.data.zero_()
+    >>> dead_relu_share(net, torch.tensor([[1.0, 0.0], [2.0, 0.0]]))  # unit 1 outputs -x0 < 0 on both
+    0.5
+    """
+    counts: list[tuple[Tensor, int]] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: counts.append((dead_unit_share(out) * out.shape[1], out.shape[1])))
+             for _name, m in _relus(model)]
+    was_training = model.training
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return float(sum(d for d, _ in counts)) / sum(n for _, n in counts)
+
+
 @dataclass
 class DeadUnitHistory:
     """What a :class:`DeadUnitMonitor` recorded: ``steps`` (S,) the training steps measured,

@@ -233,21 +233,6 @@ def test_verdict_dead_units():
         claims.verdict_dead_units({"dead": 0.9}, {"dead": 0.1, "acc": 0.3})
 
 
-def test_dead_relu_share_by_hand_and_restores_the_mode():
-    net = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4, 4), nn.ReLU())
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([1.0, -1.0, 0.0]).reshape(3, 1, 1, 1))
-        net[0].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))  # channel 1 sees -x <= 0, channel 2 is -1: dead
-        net[3].weight.zero_()
-        net[3].bias.copy_(torch.tensor([1.0, -1.0, -1.0, 2.0]))  # 2 of the 4 features dead
-    net.train()
-    x = torch.rand(5, 1, 2, 2) + 0.1
-    assert claims.dead_relu_share(net, x) == pytest.approx((2 + 2) / (3 + 4))
-    assert net.training
-    with pytest.raises(ValueError, match="no nn.ReLU modules"):
-        claims.dead_relu_share(nn.Linear(2, 2), torch.ones(1, 2))
-
-
 def test_update_direction_matches_hand_computed_sgd_momentum_and_adam_updates():
     batches = _batches()
     model = _model()

@@ -134,12 +134,12 @@ LR_EDGE = _bisect(lambda lr: toys.descend(lr, 60).step.max() < 1, 0.01, 1.0)
 def _sweep_answers():
     """04's answers read from the shipped sweep by hand (it is re-made from time to time)."""
     from gradkit import sweeps
-    from gradkit.lessons.exercises import _setting_rows
+    from gradkit.lessons.exercises import SETTING_A, SETTING_B, _setting_rows
 
-    a, b = _setting_rows("seed_cnn", 0.01), _setting_rows("seed_cnn", 0.2)
+    a, b = _setting_rows(*SETTING_A), _setting_rows(*SETTING_B)
     none = next(r for r in a if r.method == "none")
     norm_a = sorted((r for r in a if r.method == "norm"), key=lambda r: r.threshold)
-    within = [r.threshold for r in norm_a if abs(r.mean - none.mean) <= 0.01]
+    within = [r.threshold for r in norm_a if abs(r.val_mean - none.val_mean) <= 0.01]
     outside = [r.threshold for r in norm_a if r.threshold not in within]
     best = {m: sweeps.best_threshold(b, m)[0].threshold for m in ("norm", "value")}
     other_norm = next(r.threshold for r in b if r.method == "norm" and r.threshold != best["norm"])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gradkit.clip import clipper
-from gradkit.monitor import GradMonitor, MonitorHistory
+from gradkit.monitor import GradMonitor, MonitorHistory, dead_relu_share
 
 
 def two_layers() -> nn.Module:
@@ -336,3 +336,18 @@ def test_dead_unit_monitor_watches_fit():
     assert len(h.loss) == 4
     assert dead.history.steps.tolist() == [0, 2] and dead.history.share.shape == (2, 3)
     assert np.all((dead.history.share >= 0) & (dead.history.share <= 1))
+
+
+def test_dead_relu_share_by_hand_and_restores_the_mode():
+    net = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4, 4), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, -1.0, 0.0]).reshape(3, 1, 1, 1))
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))  # channel 1 sees -x <= 0, channel 2 is -1: dead
+        net[3].weight.zero_()
+        net[3].bias.copy_(torch.tensor([1.0, -1.0, -1.0, 2.0]))  # 2 of the 4 features dead
+    net.train()
+    x = torch.rand(5, 1, 2, 2) + 0.1
+    assert dead_relu_share(net, x) == pytest.approx((2 + 2) / (3 + 4))
+    assert net.training
+    with pytest.raises(ValueError, match="no nn.ReLU modules"):
+        dead_relu_share(nn.Linear(2, 2), torch.ones(1, 2))

@@ -66,3 +66,40 @@ def test_navigation_links_point_to_neighbours(notebook):
     i = NOTEBOOKS.index(path)
     neighbours = NOTEBOOKS[max(i - 1, 0):i] + NOTEBOOKS[i + 1:i + 2]
     assert [p.name for p in neighbours] == [n for n in (p.name for p in NOTEBOOKS) if f"({n})" in nav.source]
+
+
+ALL_NOTEBOOKS = sorted(Path(__file__).resolve().parent.parent.joinpath("notebooks").rglob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_one_import_style_names_from_their_module(path):
+    """Every notebook imports gradkit the same way: modules with ``from gradkit import <module>`` and
+    names from the module that defines them (``from gradkit.clip import clip_grad_norm``), never a name
+    re-exported by the package top and never a bare ``import gradkit``."""
+    import importlib
+    import pkgutil
+
+    import gradkit
+
+    modules = {m.name for m in pkgutil.iter_modules(gradkit.__path__)}
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                assert all(a.name != "gradkit" for a in node.names), f"{path.name}: bare `import gradkit`"
+            elif isinstance(node, ast.ImportFrom) and node.module == "gradkit":
+                names = [a.name for a in node.names]
+                assert set(names) <= modules, f"{path.name}: `from gradkit import {', '.join(names)}` imports names, not modules"
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gradkit."):
+                home = importlib.import_module(node.module)
+                for alias in node.names:
+                    try:
+                        obj = getattr(home, alias.name)
+                    except AttributeError:
+                        obj = importlib.import_module(f"{node.module}.{alias.name}")
+                    defined = getattr(obj, "__module__", node.module)
+                    assert defined == node.module or not callable(obj), \
+                        f"{path.name}: {alias.name} is defined in {defined}, imported from {node.module}"
