@@ -99,19 +99,28 @@ def _wait_idle(page, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def _accept_kernel_dialog(page) -> None:
+    """Accept JupyterLab's "Select Kernel" dialog (the default, Python 3) if it is open: on a busy machine it
+    can open after the page looked idle, and it holds Run All until answered."""
+    if page.locator(".jp-Dialog .jp-mod-accept").count():
+        page.click(".jp-Dialog .jp-mod-accept")
+
+
 def run_all(page, timeout: float = RUN_ALL_S) -> float:
     """Clear every output (the stored lessons carry outputs and counts), Run All from the menu, and wait
     until every code cell has an execution count. A cell that stops Run All fails at once. Returns seconds."""
     _wait_idle(page, 300)
-    if page.locator(".jp-Dialog").count():  # "Select Kernel" for a notebook that names none
-        page.click(".jp-Dialog .jp-mod-accept")
+    _accept_kernel_dialog(page)
     _menu(page, "Edit", "Clear Outputs of All Cells")
     page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea-output').length === 0")
     started = time.monotonic()
     _menu(page, "Run", "Run All Cells")
     # Run All marks every code cell "[*]" at once; stale counts from the stored lesson must not pass for done.
-    page.wait_for_function("() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))"
-                           ".some(e => e.textContent.includes('*'))")
+    deadline = started + 180
+    while not any("*" in p for p in _prompts(page)):
+        _accept_kernel_dialog(page)
+        assert time.monotonic() < deadline, "Run All started no cell within 180 s"
+        time.sleep(0.5)
     deadline, stalled = started + timeout, 0
     while time.monotonic() < deadline:
         prompts = _prompts(page)
