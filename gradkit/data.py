@@ -584,8 +584,10 @@ def cifar10(
     images used (``default_val_size``: 5,000 of the full set, ``subset // 10`` for a subset);
     ``val=0`` holds out nothing.
     Choose settings on validation accuracy and report test accuracy for the chosen one only. Tensors end up on ``device`` (``"auto"``: CUDA when
-    present). Measured on a 2-core x86_64 CPU (quiet): the first call decodes the JPEG archive in
-    10 s; later calls load the cache in 0.1 s (``docs/models.md``).
+    present). Measured on a 2-core x86_64 CPU: the first call decodes the JPEG archive in 10 s
+    (quiet machine); later calls read the cache file in about 0.3 s and then check it (CRC) and split,
+    count and normalise the images: 3-5 s in all for the full set on the busy machine of 2026-12-01
+    (``docs/models.md``).
 
     >>> data = cifar10(subset=1000, test_subset=500, device="cpu")  # doctest: +SKIP
     >>> data.train_x.shape, data.train_y.bincount().tolist(), data.n_val  # doctest: +SKIP

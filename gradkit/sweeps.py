@@ -590,6 +590,10 @@ def describe_matched(rows: Sequence[MatchedRow], tolerance: float = 0.01) -> str
     :func:`matched_rows`."""
     if not rows:
         return "No clipped run of this setting has a matched-learning-rate run."
+    labels = sorted({r.label for r in rows if r.setting != rows[0].setting} | {rows[0].label})
+    if len(labels) > 1:
+        raise ValueError(f"rows must come from one setting (the sentences name one), got {len(labels)}: "
+                         f"{'; '.join(labels)}; filter matched_rows(...) by .setting first")
 
     def item(r: MatchedRow) -> str:
         sym = "lambda" if r.method == "agc" else "c"

@@ -3,6 +3,7 @@ step actually taken, against hand computations."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -87,6 +88,9 @@ def test_matched_rows_pair_each_clipped_run_with_its_matched_run(tmp_path):
             "(51.0% vs 50.0% unclipped at lr 0.05/0.049, mean scale 1.00)") in text
     assert "so more than a smaller learning rate: norm clipping c=5 (46.0% vs 11.5% unclipped at lr 0.15/0.16" in text
     assert sweeps.describe_matched([]) == "No clipped run of this setting has a matched-learning-rate run."
+    other = dataclasses.replace(large, setting="another", label="SeedCNN(width=0.25), sgd lr=0.05, 10 epochs")
+    with pytest.raises(ValueError, match="one setting.*lr=0.05"):
+        sweeps.describe_matched([small, other])
 
 
 def test_lr_threshold_grid_leaves_out_matched_only_rates():

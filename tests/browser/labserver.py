@@ -49,7 +49,22 @@ class Lab:
     log: Path
 
     def url(self, notebook: str) -> str:
-        return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?token={self.token}"
+        """The notebook alone in a workspace of its own, reset: a shared workspace would reopen the
+        previous lessons' tabs, whose outputs stay in the page."""
+        workspace = Path(notebook).stem
+        return f"http://127.0.0.1:{self.port}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={self.token}"
+
+    def shut_down_kernels(self) -> int:
+        """Stop every kernel the server runs (a finished lesson's kernel would hold memory and CPU
+        through the next lesson); returns how many."""
+        api = f"http://127.0.0.1:{self.port}/api/kernels"
+        headers = {"Authorization": f"token {self.token}"}
+        with urllib.request.urlopen(urllib.request.Request(api, headers=headers), timeout=30) as answer:
+            kernels = json.load(answer)
+        for kernel in kernels:
+            request = urllib.request.Request(f"{api}/{kernel['id']}", headers=headers, method="DELETE")
+            urllib.request.urlopen(request, timeout=60).close()
+        return len(kernels)
 
     def stop(self) -> None:
         """SIGTERM to the server's PID (it shuts its kernels down), SIGKILL after 20 s."""

@@ -213,6 +213,7 @@ def test_lesson_widgets_in_the_browser(browser, lab, notebook):
     try:
         page.goto(lab.url(notebook))
         page.wait_for_selector(".jp-NotebookPanel")
+        assert page.locator(".jp-NotebookPanel").count() == 1, "other notebooks' tabs were restored into the page"
         seconds = run_all(page)
         print(f"\n{notebook}: Run All took {seconds:.1f} s")
         time.sleep(2.0)  # widgets finish rendering; a write-back would be sent now
@@ -294,3 +295,4 @@ def test_lesson_widgets_in_the_browser(browser, lab, notebook):
         except Exception as err:  # a screenshot must not hide the failure that brought us here
             print(f"  (no final screenshot: {err})")
         context.close()
+        lab.shut_down_kernels()
