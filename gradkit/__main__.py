@@ -1,18 +1,33 @@
-"""Command line: ``python -m gradkit doctor``, ``python -m gradkit report`` and ``python -m gradkit slides``."""
+"""Command line: ``python -m gradkit doctor``, ``python -m gradkit report`` and ``python -m gradkit slides``.
+
+Each takes ``--results DIR`` and ``--notebooks DIR``: where the shipped sweep and the lessons are
+when they are not found by themselves (:mod:`gradkit.shipped`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradkit", description="gradkit: gradients and clipping, taught.")
+    # Where the shipped folders are, for a gradkit installed without them or to use other copies.
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--results", dest="results_dir", type=Path, default=None, metavar="DIR",
+                       help="the shipped sweep's folder (run-*.json; a checkout's results/); "
+                            "default: $GRADKIT_RESULTS, else the checkout's, else the installed copy")
+    where.add_argument("--notebooks", dest="notebooks_dir", type=Path, default=None, metavar="DIR",
+                       help="the lessons' folder (NN_name.ipynb; a checkout's notebooks/); "
+                            "default: $GRADKIT_NOTEBOOKS, else the checkout's, else the installed copy")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("doctor", help="check that this machine is ready for the lessons")
+    sub.add_parser("doctor", parents=[where], help="check that this machine is ready for the lessons")
     rep = sub.add_parser(
-        "report", help="execute notebooks with papermill into HTML reports with an index",
+        "report", parents=[where], help="execute notebooks with papermill into HTML reports with an index",
         description="Execute notebooks (default: every lesson) into HTML pages and an index.html.",
         epilog="exit codes: 0 every notebook ran; 1 a cell raised; 2 refused before running (bad notebook, "
                "parameter or grid); 3 a cell ran past --timeout; 130 interrupted (Ctrl-C). "
@@ -28,14 +43,41 @@ def main(argv: list[str] | None = None) -> int:
                      help="sizes to run with (default: $GRADKIT_PROFILE, else cpu)")
     rep.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports/)")
     rep.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell (default: none)")
-    sl = sub.add_parser("slides", help="write a reveal.js slide deck (one HTML file, works offline) from a lesson")
+    sl = sub.add_parser("slides", parents=[where], help="write a reveal.js slide deck (one HTML file, works offline) from a lesson")
     sl.add_argument("notebooks", nargs="+", help="lesson numbers (02) or notebook paths")
     sl.add_argument("--out", type=Path, default=Path("reports/slides"), help="output folder (default: reports/slides/)")
     sl.add_argument("--execute", action="store_true", help="run the lesson first (default: use its stored outputs)")
     sl.add_argument("--profile", choices=("smoke", "cpu", "full"), default=None,
                     help="sizes for --execute (default: $GRADKIT_PROFILE, else cpu)")
     args = parser.parse_args(argv)
+    for option in ("results", "notebooks"):
+        folder = getattr(args, f"{option}_dir")
+        if folder is not None and not folder.is_dir():
+            print(f"error: --{option} {str(folder)!r} is not a folder", file=sys.stderr)
+            return 2
+    with _pointed(GRADKIT_RESULTS=args.results_dir, GRADKIT_NOTEBOOKS=args.notebooks_dir):
+        return _command(args)
 
+
+@contextmanager
+def _pointed(**folders: Path | None) -> Iterator[None]:
+    """Set the given environment variables to absolute folders for the command, restored after:
+    gradkit.shipped reads them, and so do the kernels report and slides start (papermill runs a
+    notebook in its own folder, hence absolute paths)."""
+    chosen = {name: str(folder.resolve()) for name, folder in folders.items() if folder is not None}
+    before = {name: os.environ.get(name) for name in chosen}
+    os.environ.update(chosen)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         from .doctor import doctor
 
@@ -47,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = [resolve(n) for n in args.notebooks]
             for path in paths:
                 print(f"{path.name} -> {write_slides(path, args.out, args.execute, args.profile)}")
-        except (ValueError, RuntimeError) as err:
+        except (ValueError, RuntimeError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
@@ -64,7 +106,7 @@ def _report(args: argparse.Namespace) -> int:
         if len(grid) < len(args.grid):
             raise ValueError("a --grid name is given twice; list all its values in one --grid NAME=V1,V2")
         entries = run_report(args.notebooks, params, args.profile, args.out, args.timeout, grid)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:

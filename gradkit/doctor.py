@@ -146,8 +146,28 @@ def check_widgets() -> Check:
     return Check("ipywidgets front-end", True, f"ipywidgets {widgets.detail}, jupyterlab_widgets {front.detail}")
 
 
+def check_shipped() -> Check:
+    """The shipped sweep and lessons (:mod:`gradkit.shipped`): found, and how many runs and lessons."""
+    from .shipped import NOTEBOOKS, RESULTS, locate
+
+    found = []
+    for kind, noun in ((RESULTS, "sweep runs"), (NOTEBOOKS, "lessons")):
+        fix = (f"set {kind.env} (or pass {kind.option}) to a checkout's {kind.folder}/ folder, "
+               "or install gradkit from its repository (`pip install .` ships both)")
+        try:
+            folder = locate(kind)
+        except (ValueError, FileNotFoundError) as err:
+            return Check("shipped runs and lessons", False, str(err), fix)
+        count = len(list(folder.glob(kind.pattern)))
+        if not count:
+            return Check("shipped runs and lessons", False, f"{folder} holds none of {kind.holds}", fix)
+        found.append(f"{count} {noun} in {folder}")
+    return Check("shipped runs and lessons", True, "; ".join(found))
+
+
 CHECKS: tuple[Callable[[], Check], ...] = (
     check_python, check_torch, check_torchvision, check_device, check_cifar10, check_kernel, check_widgets,
+    check_shipped,
 )
 
 

@@ -166,8 +166,11 @@ def records(notebook: Path | str | Any) -> list[Record]:
 
 
 def notebook_folder() -> Path:
-    """Where the shipped lessons are (the ``notebooks/`` folder next to the package)."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    """Where the shipped lessons are: :func:`gradkit.shipped.notebooks_dir` (``GRADKIT_NOTEBOOKS``,
+    else the checkout's ``notebooks/``, else the installed copy)."""
+    from .shipped import notebooks_dir
+
+    return notebooks_dir()
 
 
 def lesson_notebooks(folder: Path | None = None) -> list[Path]:
@@ -516,6 +519,9 @@ def run_report(
     from .report_index import environment, summarize, write_index
 
     notebooks = [Path(n) for n in notebooks] if notebooks else lesson_notebooks()
+    if not notebooks:
+        raise ValueError(f"no lesson notebooks (NN_name.ipynb) in {notebook_folder()}: name notebooks to run, "
+                         "or point --notebooks (GRADKIT_NOTEBOOKS) at the lessons' folder")
     parameters, grid = dict(parameters or {}), dict(grid or {})
     profile = get_profile(profile)
     missing = [str(n) for n in notebooks if not n.is_file()]

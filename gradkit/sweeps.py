@@ -20,6 +20,9 @@ shrink the steps on average (:func:`matched_rows`, :func:`describe_matched`). Th
 
 A diverged run (loss NaN or inf: :func:`gradkit.train.fit` stops it) has no final accuracy; it
 counts as chance, 10% on CIFAR-10's ten classes, the accuracy of predicting one class for every image.
+
+``SHIPPED_RESULTS`` is the shipped sweep's folder, looked up at each use by :mod:`gradkit.shipped`
+(``GRADKIT_RESULTS``, else the checkout's ``results/``, else the installed copy).
 """
 
 from __future__ import annotations
@@ -32,11 +35,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import plots
+from . import plots, shipped
 from .checks import CHANCE
 from .clip import METHODS, clipper
 
-SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "results"
 # Keys that tell runs of one setting apart without making a new setting.
 _RUN_KEYS = ("clip", "seed", "run_id", "data_seed")
 MODEL_NAMES = {"seed_cnn": "SeedCNN", "plain_cnn": "PlainCNN", "resnet": "ResNet"}
@@ -49,6 +51,23 @@ THRESHOLD_RANGES: dict[str, list[float]] = {
     "value": [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0],
     "agc": [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
 }
+
+
+def _shipped_results() -> Path:
+    """:func:`gradkit.shipped.results_dir`; when no shipped runs are found, the checkout's ``results/``
+    path (absent), so ``SHIPPED_RESULTS.is_dir()`` stays the test for "are the shipped runs here"."""
+    try:
+        return shipped.results_dir()
+    except FileNotFoundError:
+        return shipped.CHECKOUT / shipped.RESULTS.folder
+
+
+def __getattr__(name: str) -> Any:
+    # SHIPPED_RESULTS is looked up at each use, so GRADKIT_RESULTS set after import counts, and an
+    # installed wheel finds its own copy (gradkit.shipped).
+    if name == "SHIPPED_RESULTS":
+        return _shipped_results()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -371,18 +390,20 @@ def sweep_configs(base: dict[str, Any], thresholds: dict[str, Sequence[float]],
     return out
 
 
-def run_sweep(configs: list[dict[str, Any]], results_dir: str | Path, *, reuse: str | Path | None = SHIPPED_RESULTS,
+def run_sweep(configs: list[dict[str, Any]], results_dir: str | Path, *, reuse: str | Path | None = "shipped",
               data: Any = None, progress: bool = True) -> list[Any]:
     """:func:`gradkit.runs.sweep` over ``configs`` in ``results_dir``, reusing finished runs.
 
-    The run files of ``reuse`` (default: the shipped ``results/``) are copied into ``results_dir``
-    first, so a config already run there is loaded instead of trained, and the shipped folder is
-    never written to.
+    The run files of ``reuse`` (default ``"shipped"``: :data:`SHIPPED_RESULTS`; None: none) are
+    copied into ``results_dir`` first, so a config already run there is loaded instead of trained,
+    and the shipped folder is never written to.
     """
     import shutil
 
     from .runs import sweep
 
+    if isinstance(reuse, str) and reuse == "shipped":
+        reuse = _shipped_results()
     folder = Path(results_dir)
     if reuse is not None and Path(reuse).resolve() != folder.resolve() and Path(reuse).is_dir():
         folder.mkdir(parents=True, exist_ok=True)
@@ -479,10 +500,10 @@ def sweep_figure(histories: Sequence[Any], seed: int | None = None, window: int 
 # ---- clipping against a smaller learning rate ---------------------------------------------------
 
 
-def load_matched(results_dir: str | Path = SHIPPED_RESULTS) -> dict[str, str]:
+def load_matched(results_dir: str | Path | None = None) -> dict[str, str]:
     """``{clipped run id: matched run id}`` from ``results_dir/matched.json`` (written by
-    ``bench/make_sweep.py``); an empty dict when the folder has none."""
-    path = Path(results_dir) / "matched.json"
+    ``bench/make_sweep.py``; default: :data:`SHIPPED_RESULTS`); an empty dict when the folder has none."""
+    path = Path(results_dir if results_dir is not None else _shipped_results()) / "matched.json"
     if not path.is_file():
         return {}
     links = json.loads(path.read_text())

@@ -362,10 +362,10 @@ SETTING_B = ("seed_cnn", 0.2)
 
 
 def _setting_rows(model: str, lr: float) -> list:
-    from gradkit import sweeps
+    from gradkit import shipped, sweeps
     from gradkit.runs import load_sweep
 
-    runs = [h for h in load_sweep(sweeps.SHIPPED_RESULTS) if h.config["model"] == model and h.config["lr"] == lr]
+    runs = [h for h in load_sweep(shipped.results_dir()) if h.config["model"] == model and h.config["lr"] == lr]
     return sweeps.sweep_table(runs)
 
 

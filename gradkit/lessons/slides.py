@@ -22,20 +22,31 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from ..shipped import notebooks_dir
 
 ASSETS = Path(__file__).resolve().parent / "reveal"
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent.parent / "notebooks"
 PREFIX = "gradkit-reveal-assets"  # nbconvert's reveal_url_prefix, replaced by the inlined files
 
 
+def __getattr__(name: str) -> Any:
+    # NOTEBOOK_DIR is looked up at each use (gradkit.shipped), so GRADKIT_NOTEBOOKS and an installed wheel count.
+    if name == "NOTEBOOK_DIR":
+        return notebooks_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def resolve(notebook: str | Path) -> Path:
-    """A lesson path, or its number: ``"02"`` or ``2`` -> ``notebooks/02_clipping_formulas.ipynb``."""
+    """A lesson path, or its number: ``"02"`` or ``2`` -> ``02_clipping_formulas.ipynb`` in the lessons'
+    folder (:func:`gradkit.shipped.notebooks_dir`)."""
     text = str(notebook)
     if re.fullmatch(r"\d{1,2}", text):
-        hits = sorted(NOTEBOOK_DIR.glob(f"{int(text):02d}_*.ipynb"))
+        folder = notebooks_dir()
+        hits = sorted(folder.glob(f"{int(text):02d}_*.ipynb"))
         if not hits:
-            known = ", ".join(p.name[:2] for p in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")))
-            raise ValueError(f"no lesson {text!r} in {NOTEBOOK_DIR}; accepted numbers: {known}")
+            known = ", ".join(p.name[:2] for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))) or "none"
+            raise ValueError(f"no lesson {text!r} in {folder}; accepted numbers: {known}")
         return hits[0]
     path = Path(text)
     if not path.is_file():
