@@ -139,8 +139,8 @@ def grid_table(histories: Sequence[History]) -> str:
     >>> h = History(config={"run_id": "ab12", "clip": "norm:1", "lr": 0.1, "seed": 0}, test_acc=[0.5],
     ...             clipped=[True, False])
     >>> print(grid_table([h]))
-    run id        clip          lr  seed  status    val acc %  test acc %  clipped
-    ab12          norm:1       0.1     0  ok                -        50.0      50%
+    run id        clip                      lr  seed  status    val acc %  test acc %  clipped
+    ab12          norm:1                   0.1     0  ok                -        50.0      50%
     """
     lines = [f"{'run id':<14}{'clip':<20}{'lr':>8}{'seed':>6}  {'status':<9}{'val acc %':>10}{'test acc %':>12}{'clipped':>9}"]
     for h in histories:
