@@ -26,7 +26,7 @@ THRESHOLDS = [0.1, 1.0, 10.0]
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic(n=256, n_test=128, seed=0)
+    return synthetic(n=128, n_test=64, seed=0)
 
 
 @pytest.fixture
@@ -120,8 +120,8 @@ def test_an_interrupted_dask_sweep_resumes_from_the_saved_runs(client, data, seq
 
 
 def test_processes_on_this_machine_from_the_command_line_write_the_sequential_files(tmp_path, one_thread, capsys):
-    args = ["sweep", "--data", "synthetic", "--subset", "256", "--test-subset", "128", "--model-option", "width=0.25",
-            "--thresholds", "1,10", "--lrs", "0.05", "--batch-size", "64", "--max-steps", "3", "--device", "cpu",
+    args = ["sweep", "--data", "synthetic", "--subset", "128", "--test-subset", "64", "--model-option", "width=0.25",
+            "--thresholds", "1,10", "--lrs", "0.05", "--batch-size", "64", "--max-steps", "2", "--device", "cpu",
             "--no-progress"]
     assert main([*args, "--workers", "1", "--out", str(tmp_path / "seq")]) == 0
     assert main([*args, "--workers", "2", "--out", str(tmp_path / "par")]) == 0  # 2 cores: 1 torch thread each
