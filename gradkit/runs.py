@@ -4,7 +4,9 @@ A run's id hashes its canonical config (every setting, defaults from the frozen 
 :data:`RUN_DEFAULTS` filled in, the clip spec canonical) and the identity of its data, so a run
 already on disk is found again and never trained twice. ``summary.csv`` lists every run of a
 folder. With ``stacked=True``, configs that differ only in the clip setting train together
-(:func:`stacked_groups`, :func:`fit_group`, :func:`gradkit.stacked.fit_stacked`). The analysis of
+(:func:`stacked_groups`, :func:`fit_group`, :func:`gradkit.stacked.fit_stacked`); with ``workers=``
+or ``executor=`` runs train in parallel processes or on a Dask cluster (:mod:`gradkit.executors`,
+:func:`train_run`) and this process saves each one as it returns. The analysis of
 a finished sweep (rows per setting, best thresholds, tables) is in :mod:`gradkit.sweeps`.
 """
 
@@ -20,11 +22,15 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from . import runtime
+import torch
+
+from . import executors, runtime
+from .checks import check_int
 from .clip import clipper
 from .history import History
+from .loop import progress_bar
 from .stacked import SEQUENTIAL_ONLY, STACKED_METHODS, fit_stacked
 from .train import fit
 
@@ -48,7 +54,8 @@ FIT_DEFAULTS = {k: p.default for k, p in inspect.signature(fit).parameters.items
 
 def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] | None = None, method: str = "norm",
           base: dict[str, Any] | None = None, results_dir: str | Path = "results/sweep", data: Any = None,
-          progress: bool = True, stacked: bool = False) -> list[History]:
+          progress: bool = True, stacked: bool = False, executor: Any = None, workers: int | None = None,
+          retries: int = 2) -> list[History]:
     """Run many training configurations; one JSON per run plus ``summary.csv`` in ``results_dir``.
 
     A config is a dict of :func:`fit` arguments (``model`` and ``model_kw`` included) plus the
@@ -64,6 +71,16 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
     BatchNorm, schedule, amp, monitor or constraint) together with
     :func:`gradkit.stacked.fit_stacked`, saved exactly as sequential runs; the rest use :func:`fit`.
 
+    Parallel runs: ``workers=N`` (N > 1) trains N runs at a time in N spawned processes on this
+    machine, each with torch threads ``cores // N``; ``executor=`` takes a ``dask.distributed``
+    ``Client`` (the data, when given, is sent to each worker once; without it each worker loads
+    CIFAR-10 itself, so ``$GRADKIT_DATA`` must hold it there) or any ``concurrent.futures``-style
+    executor. The runs train with ``progress=False``; this process writes each run's file (atomically)
+    as its result comes back, so an interrupted sweep resumes from the runs it finished. A run whose
+    worker died or that raised is sent again up to ``retries`` times (a ``ValueError``, a bad setting,
+    is not); what still failed is raised as a ``RuntimeError`` naming the runs, after every other run
+    is saved. Default (neither given): one run after another in this process, as before.
+
     >>> from gradkit.data import synthetic
     >>> import tempfile
     >>> runs = sweep(thresholds=[0.1, 1.0], base={"model": "seed_cnn", "model_kw": {"width": 0.25}},
@@ -73,6 +90,7 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
     """
     if (configs is None) == (thresholds is None):
         raise ValueError("pass exactly one of configs (a list of dicts) or thresholds (a list of numbers)")
+    parallel = _check_parallel(executor, workers, retries, stacked)
     if thresholds is not None:
         bad = [t for t in thresholds if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0
                or not math.isfinite(t)]
@@ -102,15 +120,88 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
             run_data = data if data is not None else _load_data(group[0][0], loaded)
             for (cfg, run_id), hist in zip(group, fit_group(group, run_data, progress)):
                 save(cfg, run_id, hist)
-    out = []
-    for cfg, run_id in runs:
-        if run_id not in done:
-            fit_kw = {k: v for k, v in cfg.items() if k not in DATA_KEYS}
-            run_data = data if data is not None else _load_data(cfg, loaded)
-            save(cfg, run_id, fit(data=run_data, progress=progress, **fit_kw))
-        out.append(done[run_id])
+    pending = {run_id: cfg for cfg, run_id in runs if run_id not in done}
+    bar = progress_bar(progress, len(pending), "runs") if len(pending) > 1 else None
+
+    def finished(run_id: str, hist: History) -> None:
+        save(pending[run_id], run_id, hist)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        if parallel and pending:
+            _run_parallel(pending, data, executor, workers, retries, finished)
+        else:
+            for run_id, cfg in pending.items():
+                run_data = data if data is not None else _load_data(cfg, loaded)
+                fit_kw = {k: v for k, v in cfg.items() if k not in DATA_KEYS}
+                finished(run_id, fit(data=run_data, progress=progress, **fit_kw))
+    finally:
+        if bar is not None:
+            bar.close()
     write_summary(folder)
-    return out
+    return [done[run_id] for _, run_id in runs]
+
+
+def train_run(cfg: dict[str, Any], data: Any = None, threads: int | dict[str, int] | None = None) -> History:
+    """Train one sweep config in this process (the task :func:`sweep` sends to a worker).
+
+    ``data`` None loads CIFAR-10 as ``cfg``'s data settings ask, once per process and setting.
+    ``threads``: torch threads for the run, or ``{host: threads}`` on a Dask cluster (looked up by
+    the worker's host); None leaves them as they are.
+    """
+    if isinstance(threads, dict):
+        from distributed import get_worker
+
+        worker = get_worker()
+        host = worker.address.split("://")[-1].rsplit(":", 1)[0]
+        threads = threads.get(host) or executors.threads_per_process(worker.state.nthreads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    run_data = data if data is not None else _load_data(cfg, _WORKER_DATA)
+    return fit(data=run_data, progress=False, **{k: v for k, v in cfg.items() if k not in DATA_KEYS})
+
+
+# CIFAR-10 as loaded by train_run in a worker process, one entry per data setting.
+_WORKER_DATA: dict[tuple, Any] = {}
+
+
+def _check_parallel(executor: Any, workers: int | None, retries: int, stacked: bool) -> bool:
+    """Whether a sweep trains in parallel; refuses bad ``executor``/``workers``/``retries`` before any work."""
+    check_int("retries", retries, minimum=0)
+    if workers is not None:
+        check_int("workers", workers)
+        if executor is not None:
+            raise ValueError("pass workers= (processes on this machine) or executor= (a Dask client or an "
+                             "executor), not both")
+    if executor is not None:
+        executors.check_executor(executor)
+    parallel = executor is not None or (workers or 1) > 1
+    if parallel and stacked:
+        raise ValueError("stacked=True trains in this process; it cannot be combined with executor= or workers= > 1")
+    return parallel
+
+
+def _run_parallel(pending: dict[str, dict[str, Any]], data: Any, executor: Any, workers: int | None, retries: int,
+                  finished: Callable[[str, History], None]) -> None:
+    """Train ``pending`` (``{run id: config}``) on ``executor`` or on ``workers`` processes, calling
+    ``finished(run_id, history)`` here as each run returns; raises after the others when runs failed."""
+    renew = in_flight = None
+    threads: int | dict[str, int] | None = None
+    if executor is None:
+        workers = min(workers, max(1, len(pending)))
+        executor = executors.process_pool(workers)
+        renew, in_flight = (lambda: executors.process_pool(workers)), workers
+    elif executors.is_dask(executor):
+        threads = executors.dask_threads(executor)
+        if data is not None:
+            data = executors.dask_scatter(executor, data)
+    tasks = {run_id: (cfg, data, threads) for run_id, cfg in pending.items()}
+    failures = executors.run_tasks(executor, train_run, tasks, finished, retries=retries, renew=renew,
+                                   in_flight=in_flight, name="gradkit-run")
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(pending)} runs failed, the other runs are saved (run the sweep "
+                           f"again to retry these): {executors.describe_failures(failures)}")
 
 
 def load_sweep(results_dir: str | Path) -> list[History]:
