@@ -16,7 +16,9 @@ The variants run in alternation, ``--rounds`` times, so that a machine whose loa
 all of them alike; each ratio is the median over rounds of the variant's time over the time of
 ``none`` in the same round, and ms/step is the fastest round (the least disturbed by other
 processes). A second table times the clipping call alone (the fastest call; same gradients
-every call), where differences between implementations are not hidden by the step's noise.
+every call), where differences between implementations are not hidden by the step's noise; it
+also times value clipping (c = ``MAX_VALUE``), gradkit's :func:`gradkit.clip.clip_grad_value`
+(which also counts the clipped elements) against ``torch.nn.utils.clip_grad_value_``.
 CPU always, CUDA when present.
 
     python bench/clip_overhead.py                         # defaults: about 2 min on 2 CPU cores
@@ -41,11 +43,12 @@ from torchvision.models import resnet18
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradkit import runtime  # noqa: E402
-from gradkit.clip import clip_grad_norm  # noqa: E402
+from gradkit.clip import clip_grad_norm, clip_grad_value  # noqa: E402
 from gradkit.models import SeedCNN  # noqa: E402
 from gradkit.monitor import GradMonitor  # noqa: E402
 
 MAX_NORM = 1.0
+MAX_VALUE = 1e-2
 VARIANTS = ("none", "torch", "naive", "gradkit", "gradkit+monitor")
 MODELS: dict[str, Callable[[], nn.Module]] = {"seed_cnn": SeedCNN, "resnet18": lambda: resnet18(num_classes=10)}
 
@@ -130,6 +133,8 @@ def bench_clip_only(name: str, device: torch.device, batch: int, reps: int, roun
         "torch": lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM),
         "naive": lambda: naive_clip(model, MAX_NORM),
         "gradkit": lambda: clip_grad_norm(model, MAX_NORM),
+        "torch value": lambda: torch.nn.utils.clip_grad_value_(model.parameters(), MAX_VALUE),
+        "gradkit value": lambda: clip_grad_value(model, MAX_VALUE),
     }
 
     def run(variant: str) -> float:
@@ -185,12 +190,14 @@ def main(argv: list[str] | None = None) -> None:
             for variant in VARIANTS:
                 ms, ratio = result[variant]
                 print(f"{name:<10} {variant:<17} {1000 * ms:9.2f} {ratio:7.3f}")
-        print(f"Clipping call alone: fastest of {reps} calls x {rounds} rounds; ratio to torch.nn.utils.clip_grad_norm_")
+        print(f"Clipping call alone: fastest of {reps} calls x {rounds} rounds; ratio to torch.nn.utils.clip_grad_norm_ "
+              f"(value variants: to torch.nn.utils.clip_grad_value_, c={MAX_VALUE})")
         print(f"{'model':<10} {'variant':<17} {'ms/call':>9} {'ratio':>7}")
         for name in models:
             clip_only = bench_clip_only(name, device, batch, reps, rounds)
             for variant, seconds in clip_only.items():
-                print(f"{name:<10} {variant:<17} {1000 * seconds:9.3f} {seconds / clip_only['torch']:7.3f}")
+                baseline = clip_only["torch value" if variant.endswith("value") else "torch"]
+                print(f"{name:<10} {variant:<17} {1000 * seconds:9.3f} {seconds / baseline:7.3f}")
 
 if __name__ == "__main__":
     main()

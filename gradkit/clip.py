@@ -327,18 +327,55 @@ def clip_grad_norm_per_tensor(params: Params, max_norm: Threshold, norm_type: fl
     return _result(before, after, c, fraction)
 
 
+# Each dot product in _count_outside sums at most this many ones: every partial sum is an integer
+# below 2^24, which float32 holds exactly whatever the order of the additions.
+_EXACT_COUNT = 2**24
+
+
+def _count_outside(g: Tensor, c: Threshold) -> Tensor:
+    """#{i : |g_i| > c} as a 0-d int64 tensor (nan elements are not counted).
+
+    hardshrink(g, c) keeps g_i where |g_i| > c and writes 0 elsewhere, so its sign is +-1 exactly
+    on the elements outside [-c, c] (torch's sign of nan is 0) and s . s counts them: three
+    passes of fast float kernels, where ``count_nonzero(g.abs() > c)`` spends most of its time
+    writing and reading a bool tensor.
+    """
+    if isinstance(c, Tensor):  # hardshrink takes a Python number; reading a CUDA threshold would sync
+        return torch.count_nonzero(g.abs() > c)
+    s = torch.hardshrink(g, c).sign_().reshape(-1)
+    if s.dtype not in (torch.float32, torch.float64):
+        s = s.float()
+    return torch.stack([torch.dot(part, part) for part in s.split(_EXACT_COUNT)]).long().sum()
+
+
+def _clamp_(grads: list[Tensor], c: Threshold) -> None:
+    """g_i <- min(max(g_i, -c), c), bit for bit what ``clip_grad_value_`` writes.
+
+    torch clamps each group with two foreach kernels (clamp_min_, then clamp_max_): on a GPU that
+    is two launches for all tensors. On the CPU a foreach kernel is a loop over the tensors anyway,
+    and one ``clamp_`` per tensor reads and writes each gradient once instead of twice. Both
+    give the same bits: clamping only selects g_i, -c or c.
+    """
+    for device, group, _ in _groups(grads):
+        if device.type == "cpu":
+            for g in group:
+                g.clamp_(-c, c)
+        else:
+            torch._foreach_clamp_min_(group, -c)
+            torch._foreach_clamp_max_(group, c)
+
+
 def _clamp_values(grads: list[Tensor], c: Threshold) -> ClipResult:
-    """g_i <- clamp(g_i, -c, c); the fraction counts elements that were outside [-c, c]."""
+    """g_i <- clamp(g_i, -c, c); the fraction counts elements that were outside [-c, c] (|g_i| > c:
+    an element equal to +-c is left as it is and is not counted)."""
     device = _device(grads)
     before = _total(grads, 2.0)
     n = sum(g.numel() for g in grads)
     if n == 0:
         zero = torch.zeros((), device=device)
         return _result(before, before, c, zero)
-    outside = torch.stack([torch.count_nonzero(g.abs() > c).to(device) for g in grads]).sum()
-    for _, group, _ in _groups(grads):
-        torch._foreach_clamp_min_(group, -c)
-        torch._foreach_clamp_max_(group, c)
+    outside = torch.stack([_count_outside(g, c).to(device) for g in grads]).sum()
+    _clamp_(grads, c)
     after = _total(grads, 2.0)
     return _result(before, after, c, outside / n)
 

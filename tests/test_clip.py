@@ -280,6 +280,51 @@ def test_clip_grad_value_none_grads_single_tensor_empty():
     assert float(empty.clipped_fraction) == 0.0 and float(empty.norm_before) == 0.0
 
 
+def value_clip_edges(dtype: torch.dtype) -> torch.Tensor:
+    """Elements at, just inside and just outside +-0.1 in ``dtype``, zeros of both signs, inf and nan."""
+    c = torch.tensor(0.1, dtype=dtype)
+    up, down = torch.nextafter(c, torch.tensor(1.0, dtype=dtype)), torch.nextafter(c, torch.tensor(0.0, dtype=dtype))
+    return torch.stack([c, -c, up, -up, down, -down, torch.tensor(0.0, dtype=dtype), torch.tensor(-0.0, dtype=dtype),
+                        torch.tensor(math.inf, dtype=dtype), torch.tensor(-math.inf, dtype=dtype), torch.tensor(math.nan, dtype=dtype),
+                        torch.tensor(5.0, dtype=dtype)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("threshold", [0.1, "tensor"])
+def test_clip_grad_value_counts_only_elements_beyond_c(dtype, threshold):
+    """Elements equal to +-c are left as they are and not counted; nan is not counted; the bits equal torch's."""
+    w = torch.zeros(12, dtype=dtype)
+    w.grad = value_clip_edges(dtype)
+    twin = w.grad.clone()
+    c = torch.tensor(0.1, dtype=dtype) if threshold == "tensor" else threshold
+    result = clip_grad_value(w, c)
+    theirs = torch.nn.Parameter(torch.zeros(12, dtype=dtype))
+    theirs.grad = twin.clone()
+    torch.nn.utils.clip_grad_value_([theirs], 0.1)
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    assert torch.equal(w.grad.view(bits), theirs.grad.view(bits))  # -0.0 and nan included
+    outside = int((twin.abs() > c).sum())
+    assert outside == 5  # +-next above c, +-inf, 5.0
+    # the fraction is reported in the gradient's dtype, as the norms are
+    assert float(result.clipped_fraction) == pytest.approx(outside / 12, rel=torch.finfo(dtype).eps)
+
+
+def test_clip_grad_value_count_in_pieces_is_exact(monkeypatch):
+    """The count adds dot products of at most _EXACT_COUNT elements; pieces of 7 give the same numbers."""
+    from gradkit import clip as gclip
+
+    g = torch.Generator().manual_seed(3)
+    grads = [torch.randn(1000, generator=g), torch.randn(5, 5, generator=g), torch.randn(3, generator=g)]
+    expected = sum(int((t.abs() > 0.5).sum()) for t in grads)
+    monkeypatch.setattr(gclip, "_EXACT_COUNT", 7)
+    ws = []
+    for t in grads:
+        ws.append(torch.zeros_like(t))
+        ws[-1].grad = t.clone()
+    result = clip_grad_value(ws, 0.5)
+    assert float(result.clipped_fraction) * sum(t.numel() for t in grads) == pytest.approx(expected, abs=1e-3)
+
+
 # --- per-tensor norm clipping and scaled value clipping: hand computations -------------------------
 
 
