@@ -35,11 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.checks import METHOD_NAMES, spec_label  # noqa: F401  (legend text: Clipper.label)
-
-try:  # torch's private C++ grouping (what clip_grad_norm_ uses); a plain Python one stands in if it moves
-    from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
-except ImportError:  # pragma: no cover - depends on the torch version
-    _group_tensors_by_device_and_dtype = None
+from gradkit.foreach import DeviceBuffer, groups, tensor_norms
 
 Params = Union[nn.Module, Tensor, Iterable[Tensor], Iterable[tuple[str, Tensor]]]
 Threshold = Union[float, Tensor]
@@ -75,40 +71,6 @@ class ClipResult:
         return self.clipped_fraction > 0
 
 
-class _DeviceBuffer:
-    """Rows appended on the device without a host sync (the storage doubles when full)."""
-
-    def __init__(self, capacity: int = 256) -> None:
-        self._capacity = capacity
-        self._data: Optional[Tensor] = None
-        self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
-
-    def append(self, *parts: Tensor) -> None:
-        """Append one row: a tensor, or several stacked into the row (one kernel either way)."""
-        if self._data is None:
-            first = torch.stack(parts) if len(parts) > 1 else parts[0]
-            self._data = first.new_empty((self._capacity, *first.shape))
-        elif self._n == len(self._data):
-            grown = self._data.new_empty((2 * len(self._data), *self._data.shape[1:]))
-            grown[: self._n].copy_(self._data)
-            self._data = grown
-        if len(parts) > 1:
-            torch.stack(parts, out=self._data[self._n])
-        else:
-            self._data[self._n].copy_(parts[0])
-        self._n += 1
-
-    def values(self) -> Tensor:
-        """The rows appended so far (a view), or an empty CPU tensor."""
-        return self._data[: self._n] if self._data is not None else torch.empty(0)
-
-    def clear(self) -> None:
-        self._data, self._n = None, 0
-
-
 def _named(params: Params) -> list[tuple[Optional[str], Tensor]]:
     """``params`` as ``(name or None, tensor)`` pairs."""
     if isinstance(params, nn.Module):
@@ -137,54 +99,16 @@ def _device(tensors: list[Tensor]) -> torch.device:
     return tensors[0].device if tensors else torch.device("cpu")
 
 
-def _plain_groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor], list[int]]]:
-    """The grouping of :func:`_groups` in plain Python, for a torch without the private helper."""
-    grouped: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[int]]] = {}
-    for i, t in enumerate(tensors):
-        group, idx = grouped.setdefault((t.device, t.dtype), ([], []))
-        group.append(t)
-        idx.append(i)
-    return [(device, group, idx) for (device, _), (group, idx) in grouped.items()]
-
-
-def _groups(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor], list[int]]]:
-    """``tensors`` grouped by (device, dtype), with their positions: one foreach launch per group.
-
-    torch's own (C++) grouping, the one ``clip_grad_norm_`` uses, so the Python cost is the same;
-    :func:`_plain_groups` when this torch does not have it.
-    """
-    if not tensors:
-        return []
-    if _group_tensors_by_device_and_dtype is None:
-        return _plain_groups(tensors)
-    grouped = _group_tensors_by_device_and_dtype([tensors], with_indices=True)  # type: ignore[list-item]
-    return [(device, group, idx) for (device, _), ([group], idx) in grouped.items()]  # type: ignore[misc]
-
-
-def _norms(tensors: list[Tensor], norm_type: float, device: torch.device) -> Tensor:
-    """(len(tensors),) tensor on ``device``: ||t||_p of each tensor, in the order given."""
-    groups = _groups(tensors)
-    if not groups:
-        return torch.zeros(0, device=device)
-    if len(groups) == 1:
-        return torch.stack(torch._foreach_norm(tensors, norm_type))
-    norms: list[Optional[Tensor]] = [None] * len(tensors)
-    for _, group, idx in groups:
-        for i, n in zip(idx, torch._foreach_norm(group, norm_type)):
-            norms[i] = n.to(device)
-    return torch.stack(norms)  # type: ignore[arg-type]
-
-
 def _total(tensors: list[Tensor], norm_type: float) -> Tensor:
     """||g||_p of all ``tensors`` concatenated, from the norms of each (as torch computes it)."""
-    return torch.linalg.vector_norm(_norms(tensors, norm_type, _device(tensors)), norm_type)
+    return torch.linalg.vector_norm(tensor_norms(tensors, norm_type, _device(tensors)), norm_type)
 
 
 def _mul_(tensors: list[Tensor], coef: Tensor) -> None:
     """tensors <- tensors * coef, with a 0-d ``coef`` for all or a (len(tensors),) one per tensor."""
     per_tensor = coef.ndim == 1
     coefs = coef.unbind() if per_tensor else ()
-    for device, group, idx in _groups(tensors):
+    for device, group, idx in groups(tensors):
         torch._foreach_mul_(group, [coefs[i].to(device) for i in idx] if per_tensor else coef.to(device))
 
 
@@ -318,7 +242,7 @@ def clip_grad_norm_per_tensor(params: Params, max_norm: Threshold, norm_type: fl
     c = _check_threshold("max_norm", max_norm, example="1.0")
     p = _check_norm_type(norm_type)
     grads = _grads(params)
-    norms = _norms(grads, p, _device(grads))
+    norms = tensor_norms(grads, p, _device(grads))
     coefs = _norm_coef(norms, c)
     _mul_(grads, coefs)
     before = torch.linalg.vector_norm(norms, p)
@@ -356,7 +280,7 @@ def _clamp_(grads: list[Tensor], c: Threshold) -> None:
     and one ``clamp_`` per tensor reads and writes each gradient once instead of twice. Both
     give the same bits: clamping only selects g_i, -c or c.
     """
-    for device, group, _ in _groups(grads):
+    for device, group, _ in groups(grads):
         if device.type == "cpu":
             for g in group:
                 g.clamp_(-c, c)
@@ -518,7 +442,7 @@ class AutoClip:
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
             raise ValueError(f"percentile must be a number in [0, 100] (e.g. 10.0), got {percentile!r}")
         self.percentile = float(percentile)
-        self._history = _DeviceBuffer()
+        self._history = DeviceBuffer()
 
     @property
     def history(self) -> Tensor:

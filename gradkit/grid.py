@@ -103,11 +103,11 @@ def run_grid(model: str = "seed_cnn", model_kw: dict[str, Any] | None = None, me
     checked, and the scheduler reached, before any run starts. ``data="synthetic"`` trains on
     :func:`gradkit.data.synthetic` (for tests; labelled as such in every record).
     """
-    from .runs import _results_folder, sweep
+    from .runs import results_folder, sweep
 
     configs = grid_configs(model, model_kw, methods, thresholds, lrs, optimizer, epochs, seeds, subset, test_subset,
                            val, batch_size, max_steps, device, data)
-    folder = _results_folder(out)
+    folder = results_folder(out)
     given = [name for name, value in (("workers", workers), ("scheduler", scheduler), ("executor", executor))
              if value is not None]
     if len(given) > 1:

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gradkit.clip import ClipResult, Clipper, _DeviceBuffer, _norms, clipper, grad_norm
+from gradkit.clip import ClipResult, Clipper, clipper, grad_norm
+from gradkit.foreach import DeviceBuffer, tensor_norms
 
 
 @dataclass
@@ -106,8 +107,8 @@ class GradMonitor:
         self._layer_steps: list[int] = []
         # One row per step (norm before, norm after, clipped) and one (3, L) block per layer step
         # (gradient, weight and update norms): one kernel each to record, one transfer to read.
-        self._per_step = _DeviceBuffer()
-        self._per_layer = _DeviceBuffer()
+        self._per_step = DeviceBuffer()
+        self._per_layer = DeviceBuffer()
 
     def attach(self, optimizer: torch.optim.Optimizer) -> "GradMonitor":
         """Hook ``optimizer.step`` to measure each update; returns the monitor (for ``with``)."""
@@ -203,12 +204,12 @@ class GradMonitor:
         device = self._params[0].device
         present = [p.grad for p in self._params if p.grad is not None]
         if len(present) == len(self._params):
-            grad_row = _norms(present, 2.0, device)
+            grad_row = tensor_norms(present, 2.0, device)
         else:
-            norms = iter(_norms(present, 2.0, device).unbind())
+            norms = iter(tensor_norms(present, 2.0, device).unbind())
             missing = torch.full((), math.nan, device=device)
             grad_row = torch.stack([next(norms) if p.grad is not None else missing for p in self._params])
-        weight_row = _norms([p.detach() for p in self._params], 2.0, device)
+        weight_row = tensor_norms([p.detach() for p in self._params], 2.0, device)
         self._layer_row = (grad_row, weight_row)
 
     def _record_norms(self, before: Tensor, after: Tensor, clipped: Tensor) -> None:
@@ -235,7 +236,7 @@ class GradMonitor:
             # snapshot <- w_before - w_after in place: no new buffers each step.
             torch._foreach_sub_(self._snapshot, [p.detach() for p in self._params])
             weight_row = self._layer_row[1]
-            self._update_row = _norms(self._snapshot, 2.0, weight_row.device) / weight_row
+            self._update_row = tensor_norms(self._snapshot, 2.0, weight_row.device) / weight_row
         self._end()
 
     def _end(self) -> None:

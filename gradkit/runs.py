@@ -101,7 +101,7 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
         configs = [{**base, **c} for c in configs]
     if not configs or not all(isinstance(c, dict) for c in configs):
         raise ValueError("configs must be a non-empty list of dicts of fit() arguments and data settings")
-    folder = _results_folder(results_dir)
+    folder = results_folder(results_dir)
     # One fingerprint of the data for every config: hashing it per config would repeat the same work.
     identity = _data_identity(data) if data is not None else None
     runs = [(c, _run_id(c, data, identity)) for c in configs]
@@ -216,7 +216,7 @@ def load_sweep(results_dir: str | Path) -> list[History]:
     return sorted(_read_runs(folder).values(), key=lambda h: h.date)
 
 
-def _results_folder(results_dir: str | Path) -> Path:
+def results_folder(results_dir: str | Path) -> Path:
     """``results_dir`` as a folder that exists or can be made; refused before any work when it is a file."""
     if not isinstance(results_dir, (str, os.PathLike)):
         raise ValueError(f"results_dir must be a folder path (str or Path), got {results_dir!r}")

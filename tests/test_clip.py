@@ -737,26 +737,26 @@ def test_no_host_sync_on_cuda(spec):
 
 
 def test_plain_grouping_equals_torchs_private_helper():
-    from gradkit import clip as gclip
+    from gradkit import foreach
 
     tensors = [torch.zeros(3, dtype=torch.float64), torch.zeros(2), torch.zeros(1, dtype=torch.float64), torch.zeros(4),
                torch.zeros(2, dtype=torch.float16)]
-    ours = sorted((str(d), [id(t) for t in g], i) for d, g, i in gclip._plain_groups(tensors))
-    theirs = sorted((str(d), [id(t) for t in g], i) for d, g, i in gclip._groups(tensors))
+    ours = sorted((str(d), [id(t) for t in g], i) for d, g, i in foreach.plain_groups(tensors))
+    theirs = sorted((str(d), [id(t) for t in g], i) for d, g, i in foreach.groups(tensors))
     assert ours == theirs and sorted(i for *_, idx in ours for i in idx) == list(range(5))
 
 
 @pytest.mark.parametrize("spec", ["norm:0.5", "tensor_norm:0.5", "value:0.01", "norm_inf:0.5"])
 def test_clipping_without_torchs_private_helper_gives_the_same_numbers(monkeypatch, spec):
     """A torch that moves ``torch.utils._foreach_utils`` still clips, through the plain grouping."""
-    from gradkit import clip as gclip
+    from gradkit import foreach
 
     ours, theirs = twins(7, 100.0)
     for m in (ours, theirs):
         m[0].double()  # two dtypes: two groups
         m[0].weight.grad, m[0].bias.grad = m[0].weight.grad.double(), m[0].bias.grad.double()
     expected = clipper(spec)(theirs)
-    monkeypatch.setattr(gclip, "_group_tensors_by_device_and_dtype", None)
+    monkeypatch.setattr(foreach, "_group_tensors_by_device_and_dtype", None)
     result = clipper(spec)(ours)
     assert_grads_close(ours, theirs, rtol=0.0)
     assert float(result.norm_before) == float(expected.norm_before)
@@ -770,7 +770,7 @@ def test_clip_imports_when_torchs_private_helper_is_gone():
 
     code = ("import torch, torch.utils._foreach_utils as f\n"
             "del f._group_tensors_by_device_and_dtype  # as in a torch that renamed it\n"
-            "import gradkit.clip as c; assert c._group_tensors_by_device_and_dtype is None\n"
+            "import gradkit.foreach as f2, gradkit.clip as c; assert f2._group_tensors_by_device_and_dtype is None\n"
             "w = torch.zeros(2); w.grad = torch.tensor([3.0, 4.0]); r = c.clip_grad_norm(w, 1.0)\n"
             "print(*w.grad.tolist(), float(r.norm_before))")
     env = {**os.environ, "PYTHONPATH": str(Path(gradkit.__file__).parents[1])}

@@ -147,3 +147,24 @@ def test_the_core_imports_no_plotting_widgets_or_lessons(core: str) -> None:
             reachable.add(nxt)
             todo.append(nxt)
     assert not reachable & {"gradkit.plots", "gradkit.widgets", "gradkit.toys", "gradkit.explorer", "gradkit.claims"}
+
+
+def private_imports(source: str) -> list[str]:
+    """Names starting with one underscore imported from gradkit's own modules (``from .x import _y``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("gradkit")):
+            found += [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_the_private_import_finder_sees_relative_and_absolute_imports() -> None:
+    assert private_imports("from .runs import _x, sweep\nfrom gradkit.clip import _y\nfrom . import __version__") == ["_x", "_y"]
+    assert private_imports("from torch.utils._foreach_utils import _group") == []
+
+
+def test_no_private_name_is_imported_across_the_package_modules() -> None:
+    """A module's underscore names are its own: what another module needs is public somewhere."""
+    offenders = {str(p.relative_to(PACKAGE)): names for p in sorted(PACKAGE.rglob("*.py"))
+                 if (names := private_imports(p.read_text(encoding="utf-8")))}
+    assert offenders == {}

@@ -105,6 +105,9 @@ def test_a_killed_dask_worker_loses_only_its_run(client, data, sequential, tmp_p
     assert killed is not None and not thread.is_alive()
     assert len(result["runs"]) == len(THRESHOLDS)
     assert_same_sweep(tmp_path, sequential)
+    # The nanny restarts the killed worker; the next test must not start while only one worker is up,
+    # or its tasks get both cores (2 torch threads sum in another order than the sequential sweep's 1).
+    client.wait_for_workers(2, timeout=120)
     assert killed not in client.run(os.getpid).values()
 
 
