@@ -547,8 +547,9 @@ def verdict_augmentation(train_acc: dict[str, Sequence[float]], val_acc: dict[st
 
     - fewer than 2 seeds: inconclusive (no spread measured);
     - the ``"none"`` runs' mean gap below ``min_gap`` (5 points): nothing to reduce, inconclusive;
-    - mean(d) > noise: holds only when read as "a smaller effective step fits the training set
-      less", not as augmentation;
+    - mean(d) > noise: holds only when read as "narrows the train-validation gap", not as
+      augmentation; the reason says which side moved: train accuracy down (fitting less, as a
+      smaller step does), validation accuracy up, or both;
     - otherwise does not hold (clipping left the gap within the seed noise, or widened it).
 
     The reason also says when the augmented runs underfit (their mean validation accuracy below
@@ -589,8 +590,17 @@ def verdict_augmentation(train_acc: dict[str, Sequence[float]], val_acc: dict[st
     change = (f"clipping changed the gap by {-100 * mean_d:+.1f} points (noise bound ±{100 * noise:.1f}: twice the "
               f"standard error over {n} paired seeds), augmentation by {-100 * (gap['none'] - gap['augment']).mean():+.1f}")
     if mean_d > noise:
-        return _verdict("2", ONLY_WHEN, "read as 'a smaller effective step fits the training set less', not as "
-                                        f"augmentation (clipping never changes the data): {change}; {numbers}{underfit}")
+        d_train = 100 * (tr["clip"] - tr["none"]).mean()
+        d_val = 100 * (va["clip"] - va["none"]).mean()
+        moved = f"train accuracy {d_train:+.1f} and validation {d_val:+.1f} points with clipping"
+        if d_train < -100 * noise and d_val <= 100 * noise:
+            how = f"by fitting the training set less ({moved}), as a smaller effective step does"
+        elif d_val > 100 * noise and d_train >= -100 * noise:
+            how = f"through higher validation accuracy, not by fitting the training set less ({moved})"
+        else:
+            how = f"({moved})"
+        return _verdict("2", ONLY_WHEN, "read as 'narrows the train-validation gap', not as augmentation (clipping never "
+                                        f"changes the data): the gap narrowed {how}; {change}; {numbers}{underfit}")
     return _verdict("2", FAILS, f"{change}: no regularising effect beyond the seed noise at this size, and clipping "
                                 f"never changes the data; {numbers}{underfit}")
 
