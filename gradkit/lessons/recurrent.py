@@ -541,6 +541,44 @@ def table_findings(rows: Sequence[SeedRow], *, rare: float = 0.2) -> list[str]:
     return out
 
 
+def outcome(run: Run, target: float) -> str:
+    """How a run ended, in words: diverged (and where), solved or not solved (with its final test loss).
+
+    >>> outcome(Run(config={"clip": "none"}, test_loss=[0.2, 0.01]), 0.04)
+    'solved (final test loss 0.0100)'
+    """
+    if run.diverged:
+        return f"diverged at step {run.diverged_step}"
+    return f"{'solved' if run.solved(target) else 'not solved'} (final test loss {run.final_test_loss:.4f})"
+
+
+def repeat_note(run: Run, others: Sequence[tuple[str, Run]], target: float) -> str:
+    """Compare ``run`` with earlier runs of the same setting and seed (``(name, run)`` pairs): the
+    same start and the same batches. Where the outcomes differ, say why that can happen: the runs
+    were computed in another order (trained alone or stacked with other runs, on another number
+    of threads), so they round differently, and a run at the edge of stability can end either way.
+
+    >>> a = Run(config={"clip": "none"}, test_loss=[0.01])
+    >>> b = Run(config={"clip": "none"}, test_loss=[0.16])
+    >>> repeat_note(a, [("the shipped run", a)], 0.04)
+    'the shipped run: solved (final test loss 0.0100), the same outcome as this run.'
+    >>> repeat_note(a, [("the shipped run", b)], 0.04).startswith("the shipped run: not solved (final test loss 0.1600), unlike this run. Same start")
+    True
+    """
+    lines, differ = [], False
+    for name, other in others:
+        same = (other.diverged, other.solved(target)) == (run.diverged, run.solved(target))
+        differ |= not same
+        lines.append(f"{name}: {outcome(other, target)}, {'the same outcome as' if same else 'unlike'} this run.")
+    text = " ".join(lines)
+    if differ:
+        text += (" Same start, same batches, a different outcome: the runs were computed in another order "
+                 "(trained alone or stacked with other runs, on another number of threads), so they rounded "
+                 "differently in the last digits, and a run at the edge of stability can end either way on "
+                 "that alone. One run is an anecdote; the table of section 2 counts seeds.")
+    return text
+
+
 def save_runs(path: str | Path, runs: Sequence[Run], provenance: dict[str, Any]) -> Path:
     """Write ``{"provenance": ..., "runs": [...]}`` as JSON, atomically (temporary file + ``os.replace``)."""
     path = Path(path)
