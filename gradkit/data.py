@@ -432,7 +432,13 @@ def _decode_source(kind: str, path: Path) -> tuple[dict[str, Tensor], str]:
 # ---- the cache ----------------------------------------------------------------------------
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """The user's gradkit cache folder: ``$GRADKIT_CACHE``, else ``~/.cache/gradkit``; decoded images,
+    live runs and lesson sweeps go there, never into the checkout or an installed package.
+
+    >>> cache_dir().is_absolute()
+    True
+    """
     return Path(os.environ.get("GRADKIT_CACHE") or "~/.cache/gradkit").expanduser()
 
 
@@ -514,7 +520,7 @@ def _load_all(kind: str, path: Path) -> dict:
     A cache file that cannot be read, or whose checksum or contents do not hold, is named in a
     warning and rebuilt. A cache that cannot be written (disk full, read-only folder) is named in
     a warning; the decoded data is returned all the same."""
-    cache = _cache_dir() / f"cifar10-{_cache_key(kind, path)}.pt"
+    cache = cache_dir() / f"cifar10-{_cache_key(kind, path)}.pt"
     if cache.is_file():
         try:
             cached = torch.load(cache, weights_only=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -41,6 +40,7 @@ import numpy as np
 
 from . import plots
 from .clip import METHODS
+from .data import cache_dir
 from .runtime import get_profile
 from .sweeps import (
     accuracy_by_method,
@@ -82,7 +82,7 @@ def live_dir(profile: str | None = None) -> Path:
     >>> live_dir("smoke").parts[-2:]
     ('live', 'smoke')
     """
-    return Path(os.environ.get("GRADKIT_CACHE") or "~/.cache/gradkit").expanduser() / "live" / get_profile(profile)
+    return cache_dir() / "live" / get_profile(profile)
 
 
 class _ProgressBar:

@@ -103,3 +103,23 @@ def test_one_import_style_names_from_their_module(path):
                     defined = getattr(obj, "__module__", node.module)
                     assert defined == node.module or not callable(obj), \
                         f"{path.name}: {alias.name} is defined in {defined}, imported from {node.module}"
+
+
+def test_the_sweep_lesson_writes_its_runs_to_the_user_cache_not_beside_the_shipped_results(tmp_path, monkeypatch):
+    """Lesson 05 once wrote into ``<shipped results>/../reports``: the checkout, or site-packages when
+    installed. Its runs belong in ``$GRADKIT_CACHE/sweeps/05-<profile>``."""
+    from nbclient import NotebookClient
+
+    from gradkit import sweeps
+
+    path = next(p for p in NOTEBOOKS if p.name.startswith("05_"))
+    beside = sweeps.SHIPPED_RESULTS.parent / "reports" / "sweeps" / "05-smoke"
+    before = sorted(beside.glob("*")) if beside.exists() else None
+    monkeypatch.setenv("GRADKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRADKIT_PROFILE", "smoke")
+    monkeypatch.setenv("GRADKIT_HEADLESS", "1")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    written = sorted((tmp_path / "cache" / "sweeps" / "05-smoke").glob("run-*.json"))
+    assert written, "lesson 05 wrote no run into $GRADKIT_CACHE/sweeps/05-smoke"
+    assert (sorted(beside.glob("*")) if beside.exists() else None) == before
