@@ -37,6 +37,7 @@ from typing import Any, Iterator, TypeVar
 
 from .report_index import MAIN_FIGURE_TAG, read_notebook, write_atomic  # noqa: F401 (MAIN_FIGURE_TAG: public here too)
 from .runtime import get_profile
+from .shipped import lesson_path
 
 RECORD_MIME = "application/vnd.gradkit.record+json"
 STATUSES = ("ok", "failed", "timed out", "interrupted", "running", "not run")
@@ -524,9 +525,7 @@ def run_report(
                          "or point --notebooks (GRADKIT_NOTEBOOKS) at the lessons' folder")
     parameters, grid = dict(parameters or {}), dict(grid or {})
     profile = get_profile(profile)
-    missing = [str(n) for n in notebooks if not n.is_file()]
-    if missing:
-        raise ValueError(f"notebook not found: {', '.join(missing)}; lessons are in {notebook_folder()}")
+    notebooks = [lesson_path(n) for n in notebooks]
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
         raise ValueError(f"timeout must be a positive number of seconds per cell, got {timeout!r}")
     for nb in notebooks:

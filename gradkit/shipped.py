@@ -77,3 +77,27 @@ def locate(kind: Kind) -> Path:
     raise FileNotFoundError(
         f"{kind.holds} not found in {places[0]} (a checkout) nor in {places[1]} (an installed gradkit): "
         f"set {kind.env}=DIR or pass {kind.option} DIR, DIR being a checkout's {kind.folder}/ folder")
+
+
+def lesson_path(notebook: str | Path) -> Path:
+    """A notebook named as a user would: a path to an ``.ipynb``; a lesson number (``"02"`` or ``2``);
+    or a file name in the lessons' folder (``"02_clipping_formulas.ipynb"``, or without ``.ipynb``).
+    Anything else raises ``ValueError`` naming the accepted numbers.
+
+    >>> lesson_path("02").name == lesson_path("02_clipping_formulas.ipynb").name == "02_clipping_formulas.ipynb"
+    True
+    """
+    text = str(notebook)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    folder = notebooks_dir()
+    if text.isdigit() and len(text) <= 2:
+        hits = sorted(folder.glob(f"{int(text):02d}_*.ipynb"))
+    else:
+        hits = [p for p in (folder / path.name, folder / f"{path.name}.ipynb") if p.is_file()]
+    if hits:
+        return hits[0]
+    known = ", ".join(p.name[:2] for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))) or "none"
+    raise ValueError(f"notebook {text!r} not found: give a path to an .ipynb, a file name in {folder} "
+                     f"or a lesson number (accepted numbers: {known})")

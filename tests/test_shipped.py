@@ -199,3 +199,18 @@ def test_a_wheel_installed_outside_the_repo_runs_the_doctor_and_loads_the_shippe
     assert int(loaded) == runs > 0 and int(matched) == len(sweeps.load_matched(ROOT / "results")) > 0
     assert int(found) == lessons
     assert lesson08 == str(sorted(p.name for p in (ROOT / "results" / "lesson08").glob("*.json")))
+
+
+def test_a_lesson_is_named_by_path_number_or_file_name_and_anything_else_is_refused(tmp_path, monkeypatch):
+    from gradkit.report import run_report
+    from gradkit.shipped import lesson_path, notebooks_dir
+
+    lesson = notebooks_dir() / "05_sweep_report.ipynb"
+    monkeypatch.chdir(tmp_path)  # a bare file name is not a path from here: it is looked up among the lessons
+    assert lesson_path("05_sweep_report.ipynb") == lesson_path("05_sweep_report") == lesson_path(5) == lesson
+    assert lesson_path(str(lesson)) == lesson
+    with pytest.raises(ValueError, match=r"'no_such.ipynb' not found: .*accepted numbers: 00, 01"):
+        lesson_path("no_such.ipynb")
+    with pytest.raises(ValueError, match="'42' not found"):
+        run_report(["00", "42"], out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before any run

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..shipped import notebooks_dir
+from ..shipped import lesson_path, notebooks_dir
 
 ASSETS = Path(__file__).resolve().parent / "reveal"
 PREFIX = "gradkit-reveal-assets"  # nbconvert's reveal_url_prefix, replaced by the inlined files
@@ -38,20 +38,9 @@ def __getattr__(name: str) -> Any:
 
 
 def resolve(notebook: str | Path) -> Path:
-    """A lesson path, or its number: ``"02"`` or ``2`` -> ``02_clipping_formulas.ipynb`` in the lessons'
-    folder (:func:`gradkit.shipped.notebooks_dir`)."""
-    text = str(notebook)
-    if re.fullmatch(r"\d{1,2}", text):
-        folder = notebooks_dir()
-        hits = sorted(folder.glob(f"{int(text):02d}_*.ipynb"))
-        if not hits:
-            known = ", ".join(p.name[:2] for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))) or "none"
-            raise ValueError(f"no lesson {text!r} in {folder}; accepted numbers: {known}")
-        return hits[0]
-    path = Path(text)
-    if not path.is_file():
-        raise ValueError(f"notebook {text!r} not found: give a lesson number (e.g. 02) or a path to an .ipynb")
-    return path
+    """A lesson path, its number (``"02"`` or ``2``) or its file name in the lessons' folder
+    (:func:`gradkit.shipped.lesson_path`)."""
+    return lesson_path(notebook)
 
 
 def slide_type(cell: dict, previous: str | None = None) -> str:

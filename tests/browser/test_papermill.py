@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS = ["01_exploding_vanishing.ipynb", "02_clipping_formulas.ipynb", "03_cifar10_baseline.ipynb",
-           "04_threshold_explorer.ipynb"]
+           "04_threshold_explorer.ipynb", "08_when_clipping_saves.ipynb"]
 REPEAT = int(os.environ.get("GRADKIT_PAPERMILL_REPEAT") or 1)
 TIMEOUT_S = float(os.environ.get("GRADKIT_PAPERMILL_TIMEOUT") or 600)
 
