@@ -69,3 +69,21 @@ def test_count_spikes_by_hand():
     assert charlm.count_spikes([1.0] * 5, window=10) == 0
     with pytest.raises(ValueError, match="window"):
         charlm.count_spikes([1.0], window=0)
+
+
+def test_spike_findings_count_failures_spikes_and_clipped_steps_by_hand():
+    from gradkit.lessons.recurrent import Run
+
+    calm = [2.0] * 30
+    spiky = [2.0] * 20 + [4.0] + [2.0] * 4 + [3.5] + [2.0] * 4  # two steps above 1.5 x the median of 20 before
+    runs = [Run(config={"clip": "none", "seed": s}, loss=loss, test_loss=[t], diverged_step=d)
+            for s, (loss, t, d) in enumerate([(spiky, 120.0, None), (calm, 2.2, None), (calm[:5], 2.0, 5)])]
+    runs += [Run(config={"clip": "norm:1.0", "seed": s}, loss=calm, test_loss=[2.3 + s / 10],
+                 clipped=[True] * k + [False] * (30 - k)) for s, k in enumerate([3, 0, 6])]
+    none, clipped = charlm.spike_findings(runs, baseline=4.56)
+    # seed 0 ended above ln 96, seed 2 diverged (inf): 2 of 3; median of 120, 2.2, inf is 120
+    assert none == ("no clipping: 2 of 3 seeds ended above the uniform guess (4.56 nats/char) or diverged; "
+                    "median final test loss 120 nats/char; 0 to 2 loss spikes per run.")
+    assert clipped.startswith("norm clipping, c=1: 0 of 3 seeds ended above")
+    assert "median final test loss 2.4 nats/char" in clipped
+    assert clipped.endswith("10.0% of the steps clipped (median; at most 20.0%).")

@@ -188,9 +188,9 @@ def test_repeat_note_names_each_earlier_run_and_explains_a_flipped_outcome():
     assert rec.outcome(blown, 0.04) == "diverged at step 1946"
     assert rec.outcome(failed, 0.04) == "not solved (final test loss 0.1610)"
     same = rec.repeat_note(solved, [("the shipped run", solved)], 0.04)
-    assert same == "the shipped run: solved (final test loss 0.0111), the same outcome as this run."
+    assert same == "The shipped run: solved (final test loss 0.0111), the same outcome as this run."
     # lesson 08's cpu run: seed 0 without clipping failed stacked with its clipped twin and solved alone
     note = rec.repeat_note(solved, [("section 1's run", failed), ("the shipped run", blown)], 0.04)
-    assert note.startswith("section 1's run: not solved (final test loss 0.1610), unlike this run. "
-                           "the shipped run: diverged at step 1946, unlike this run. Same start, same batches")
+    assert note.startswith("Section 1's run: not solved (final test loss 0.1610), unlike this run. "
+                           "The shipped run: diverged at step 1946, unlike this run. Same start, same batches")
     assert "rounded differently" in note and "counts seeds" not in same

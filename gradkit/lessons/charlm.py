@@ -20,6 +20,7 @@ import importlib
 import inspect
 import math
 import platform
+import statistics
 import string
 from dataclasses import dataclass, field
 
@@ -181,3 +182,35 @@ def count_spikes(loss: list[float] | Tensor, window: int = 20, factor: float = 1
         raise ValueError(f"window must be an int >= 1, got {window!r}")
     v = torch.as_tensor(loss, dtype=torch.float64)
     return sum(int(v[t] > factor * v[t - window:t].median()) for t in range(window, len(v)))
+
+
+def spike_findings(runs: list, baseline: float) -> list[str]:
+    """Sentences computed from language-model runs, one per clipping setting (in the order of first
+    appearance): how many seeds ended above ``baseline`` (the uniform guess, ln(vocabulary) nats per
+    character) or diverged, the median final test loss, the loss spikes per run (:func:`count_spikes`)
+    and, for a clipped setting, the share of clipped steps (median and largest over the seeds).
+
+    >>> from gradkit.lessons.recurrent import Run
+    >>> runs = [Run(config={"clip": "none", "seed": 0}, loss=[2.0] * 21 + [9.0], test_loss=[120.0]),
+    ...         Run(config={"clip": "norm:1.0", "seed": 0}, loss=[2.0] * 22, test_loss=[2.3], clipped=[True] + [False] * 21)]
+    >>> print("\\n".join(spike_findings(runs, baseline=4.56)))
+    no clipping: 1 of 1 seeds ended above the uniform guess (4.56 nats/char) or diverged; median final test loss 120 nats/char; 1 to 1 loss spikes per run.
+    norm clipping, c=1: 0 of 1 seeds ended above the uniform guess (4.56 nats/char) or diverged; median final test loss 2.3 nats/char; 0 to 0 loss spikes per run; 4.5% of the steps clipped (median; at most 4.5%).
+    """
+    from gradkit.plots import spec_label
+
+    out = []
+    for spec in dict.fromkeys(r.spec for r in runs):
+        mine = [r for r in runs if r.spec == spec]
+        failed = sum(r.diverged or r.final_test_loss > baseline for r in mine)
+        spikes = [count_spikes(r.loss) for r in mine]
+        median = statistics.median(r.final_test_loss for r in mine)
+        text = (f"{spec_label(spec)}: {failed} of {len(mine)} seeds ended above the uniform guess ({baseline:.2f} "
+                f"nats/char) or diverged; median final test loss {median:.3g} nats/char; {min(spikes)} to {max(spikes)} "
+                f"loss spikes per run")
+        if spec != "none":
+            shares = [r.clip_share for r in mine]
+            text += (f"; {100 * statistics.median(shares):.1f}% of the steps clipped (median; at most "
+                     f"{100 * max(shares):.1f}%)")
+        out.append(text + ".")
+    return out

@@ -23,6 +23,27 @@ def _method(spec: str) -> str:
     return spec.partition(":")[0]
 
 
+def by_setting(runs: Sequence[Run]) -> dict[str, Run]:
+    """``{label: run}`` for :func:`norm_traces` and :func:`loss_traces` with one legend entry per
+    setting: the first run of each setting is labelled with its method, threshold and number of
+    seeds; the others get labels that start with ``_``, which matplotlib leaves out of the legend.
+
+    >>> runs = [Run(config={"clip": c, "seed": s}) for c in ("none", "norm:1.0") for s in (0, 1)]
+    >>> list(by_setting(runs))
+    ['no clipping (2 seeds)', '_none, seed 1', 'norm clipping, c=1 (2 seeds)', '_norm:1.0, seed 1']
+    """
+    out: dict[str, Run] = {}
+    seen: set[str] = set()
+    for r in runs:
+        if r.spec in seen:
+            out[f"_{r.spec}, seed {r.config['seed']}"] = r
+        else:
+            seen.add(r.spec)
+            n = sum(q.spec == r.spec for q in runs)
+            out[f"{plots.spec_label(r.spec)} ({n} seed{'s' if n > 1 else ''})"] = r
+    return out
+
+
 def norm_traces(ax: Any, runs: Mapping[str, Run], *, thresholds: Mapping[str, float] | None = None) -> Any:
     """Gradient norm before clipping at every step of each run (log axis); a run that diverged ends
     with an ``x``; dashed lines at the ``thresholds`` (label -> c)."""
