@@ -99,5 +99,7 @@ def lesson_path(notebook: str | Path) -> Path:
     if hits:
         return hits[0]
     known = ", ".join(p.name[:2] for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))) or "none"
+    if text.isdigit() and len(text) <= 2:
+        raise ValueError(f"no lesson {text!r} in {folder}; accepted numbers: {known}")
     raise ValueError(f"notebook {text!r} not found: give a path to an .ipynb, a file name in {folder} "
                      f"or a lesson number (accepted numbers: {known})")

@@ -291,3 +291,13 @@ def test_quiz_scores_against_the_key():
         quiz.score({99: True})
     with pytest.raises(ValueError, match="True or False"):
         quiz.score({1: "no"})
+
+
+def test_every_lesson_has_its_three_exercises_registered_and_a_solutions_notebook():
+    from gradkit.report import lesson_notebooks
+
+    for path in lesson_notebooks():
+        nn = path.name[:2]
+        assert [e for e in EXERCISES if e in (f"{nn}.1", f"{nn}.2", f"{nn}.3")] == [f"{nn}.1", f"{nn}.2", f"{nn}.3"], nn
+        assert all(EXERCISES[f"{nn}.{i}"].notebook == path.name for i in (1, 2, 3)), nn
+        assert (path.parent / "solutions" / f"{nn}_solutions.ipynb").is_file(), f"no solutions notebook for {path.name}"

@@ -211,6 +211,6 @@ def test_a_lesson_is_named_by_path_number_or_file_name_and_anything_else_is_refu
     assert lesson_path(str(lesson)) == lesson
     with pytest.raises(ValueError, match=r"'no_such.ipynb' not found: .*accepted numbers: 00, 01"):
         lesson_path("no_such.ipynb")
-    with pytest.raises(ValueError, match="'42' not found"):
+    with pytest.raises(ValueError, match="no lesson '42' in .*; accepted numbers: 00, 01"):
         run_report(["00", "42"], out=tmp_path / "out")
     assert not (tmp_path / "out").exists()  # refused before any run

@@ -608,7 +608,7 @@ def _c_not_augmentation(answer: Any) -> tuple[bool, str]:
 
 L00, L01, L02 = "00_tour.ipynb", "01_exploding_vanishing.ipynb", "02_clipping_formulas.ipynb"
 L03, L04, L05 = "03_cifar10_baseline.ipynb", "04_threshold_explorer.ipynb", "05_sweep_report.ipynb"
-L06, L07 = "06_beyond_clipping.ipynb", "07_claims_check.ipynb"
+L06, L07, L08 = "06_beyond_clipping.ipynb", "07_claims_check.ipynb", "08_when_clipping_saves.ipynb"
 IMPL, BUGS = "implement_clipping.ipynb", "find_the_bug.ipynb"
 
 EXERCISES: dict[str, Exercise] = {e.id: e for e in [
@@ -675,6 +675,15 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "Add c = 100 and lr 0.5: a setting where a larger threshold trains slower.", "a larger c is slower only when the steps it allows are already too large."),
     Exercise("07.3", L07, "Claim 7: \"Clipping makes training converge faster.\"", "The smoothness trace of the clipped high-lr run on the same scatter.",
              "clipping changes where the run goes, not how the landscape is shaped."),
+    Exercise("08.1", L08, "1. The adding problem and an RNN that blows up",
+             "Thresholds at the 90th percentile and at 10 times the 99th: the share of clipped steps, and does the run survive?",
+             "a threshold at the p-th percentile of the unclipped runs' norms cuts (100 - p)% of *their* steps; the clipped run's own norms differ, so measure; one above every norm never acts."),
+    Exercise("08.2", L08, "2. Many seeds, one table",
+             "The learning rate at which every unclipped seed survives, and the steps it needs against the clipped run at the original rate.",
+             "halve the learning rate until no seed diverges, then read each run's test loss against the target step by step."),
+    Exercise("08.3", L08, "3. What clipping cannot fix: long sequences",
+             "An LSTM and an RNN with recurrent weights scaled to rho = 1.5: which vanishes, which explodes, and what does clipping do to each?",
+             "clipping multiplies every gradient entry by the same factor, so it cannot change the ratio between early and late steps."),
     Exercise("implement.norm", IMPL, "1. Norm clipping", "my_clip_norm(grads, c) -> list of tensors.",
              "one factor min(1, c / (||g|| + 1e-6)) for all tensors, ||g|| over every element of every tensor.", _c_impl_norm),
     Exercise("implement.value", IMPL, "2. Value clipping", "my_clip_value(grads, c) -> list of tensors.",
