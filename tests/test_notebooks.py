@@ -123,3 +123,14 @@ def test_the_sweep_lesson_writes_its_runs_to_the_user_cache_not_beside_the_shipp
     written = sorted((tmp_path / "cache" / "sweeps" / "05-smoke").glob("run-*.json"))
     assert written, "lesson 05 wrote no run into $GRADKIT_CACHE/sweeps/05-smoke"
     assert (sorted(beside.glob("*")) if beside.exists() else None) == before
+
+
+def test_no_code_cell_reaches_the_shipped_results_by_a_relative_path():
+    """A lesson copied elsewhere (the browser test's lab, a student's folder, an installed wheel) must still
+    find the shipped runs: through gradkit.shipped, never "../results" (lesson 08 did, and failed in the lab)."""
+    folder = NOTEBOOKS[0].parent
+    for path in [*NOTEBOOKS, *sorted((folder / "solutions").glob("*.ipynb"))]:
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                assert "../results" not in cell.source, f"{path.name}, cell {i}: use gradkit.shipped.results_dir()"
