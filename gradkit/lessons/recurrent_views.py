@@ -132,6 +132,10 @@ def run_view(runs: Sequence[Run], *, target: float, examples: Sequence[str] = ()
     >>> r = [Run({"clip": "none", "seed": 0}, norm_before=[1.0], clipped=[False], test_steps=[0], test_loss=[0.1])]
     >>> run_view(r, target=0.2).data["solved"]
     1
+    >>> r2 = r + [Run({"clip": c, "seed": 0}, norm_before=[1.0], clipped=[True], test_steps=[0], test_loss=[0.3])
+    ...           for c in ("norm:0.5", "norm:2.0")]
+    >>> run_view(r2, target=0.2, examples=["none", "norm:2.0"]).data["spec"]  # a slider that moves something
+    'norm:2.0'
     """
     specs = list(dict.fromkeys(r.spec for r in runs))
     grid: dict[str, list[float]] = {}
@@ -167,7 +171,9 @@ def run_view(runs: Sequence[Run], *, target: float, examples: Sequence[str] = ()
         held_out_curves(axes[1], group, target=target)
         axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds", fontsize=9)
 
-    first = clipper(examples[0]) if examples else clipper(specs[0])
+    # Start on a clipped setting: with "no clipping" selected the threshold slider would move nothing.
+    clipped = [clipper(s) for s in [*examples, *specs] if clipper(s).method != "none"]
+    first = clipped[0] if clipped else clipper(specs[0])
     controls = {"method": ipw.Dropdown(value=first.method, options=list(grid), description="method"),
                 "c": widgets.stop_slider("threshold c", first.threshold or thresholds[0], thresholds, continuous=False)}
     shown = [{"method": clipper(s).method, "c": clipper(s).threshold or thresholds[0]} for s in examples]

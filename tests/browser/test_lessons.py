@@ -180,10 +180,14 @@ def move_by_keyboard(page, handle) -> None:
 
 
 def move_by_drag(page, handle) -> None:
+    """Drag the handle 45 px, or 0.6 of the distance between two stops where that is further (a slider
+    with two stops snaps a short drag back to where it was, as it would for a user)."""
     lo, now, hi = slider_state(handle)
     box = handle.bounding_box()
+    track = handle.locator("xpath=ancestor::*[contains(@class, 'noUi-target')][1]").bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    dx = -45 if (now - lo) > 0.6 * (hi - lo) else 45
+    step = 0.6 * track["width"] / max(hi - lo, 1) if track else 0.0
+    dx = max(45.0, step) * (-1 if (now - lo) > 0.6 * (hi - lo) else 1)
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + dx / 2, y, steps=4)
