@@ -42,6 +42,14 @@ def test_the_index_reads_on_a_phone_and_a_desktop(browser, tmp_path):
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((out / "index.html").as_uri())
+        # The thumbnails load lazily, as a reader scrolls to them: scroll to each and wait for its decode.
+        page.evaluate("""async () => {
+          for (const img of document.querySelectorAll('article.card img')) {
+            img.scrollIntoView();
+            await img.decode().catch(() => {});
+          }
+          window.scrollTo(0, 0);
+        }""")
         seen = page.evaluate(PAGE_JS)
         page.screenshot(path=str(SHOTS / f"index-{name}.png"), full_page=True)
         page.close()

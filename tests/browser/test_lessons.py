@@ -164,6 +164,16 @@ def wait_for_new_image(root, before: list[str], timeout: float = CHANGE_S) -> fl
     return None
 
 
+def settle(wire: Wire, quiet: float = 1.0, timeout: float = CHANGE_S) -> None:
+    """Wait until no PNG has arrived for ``quiet`` seconds (at most ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    count, since = wire.pngs, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.05)
+        if wire.pngs != count:
+            count, since = wire.pngs, time.monotonic()
+
+
 def assert_not_transparent(root, what: str) -> None:
     flags = root.evaluate(TRANSPARENT_JS)
     assert not any(flags), f"{what}: a fully transparent PNG in the widget output"
@@ -239,6 +249,7 @@ def test_lesson_widgets_in_the_browser(browser, lab, notebook):
                 name = slider.locator(".widget-label").first.text_content().strip() or f"slider {j}"
                 handle = slider.locator(".noUi-handle").first
                 for how, move in (("keyboard", move_by_keyboard), ("drag", move_by_drag)):
+                    settle(wire)  # a drag sends several values: its last redraw must not count for the next move
                     before, pngs = root.evaluate(IMAGES_JS), wire.pngs
                     move(page, handle)
                     took = wait_for_new_image(root, before)
