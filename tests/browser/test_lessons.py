@@ -78,10 +78,19 @@ def _kernel_status(page) -> str:
     return page.evaluate("() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status || ''")
 
 
+def _kernel_name(page) -> str:
+    return page.evaluate("() => document.querySelector('.jp-NotebookPanel .jp-Toolbar-kernelName')?.textContent.trim() || ''")
+
+
 def _wait_idle(page, timeout: float) -> None:
+    """Wait until the notebook has a kernel attached and that kernel is idle. The execution indicator can
+    read "idle" before a kernel is attached, and Run All then runs nothing (JupyterLab skips cells of a
+    notebook without a kernel): the toolbar's kernel name must be a kernel's, not "No Kernel"."""
     deadline = time.monotonic() + timeout
-    while _kernel_status(page) != "idle":
-        assert time.monotonic() < deadline, f"the kernel was not idle within {timeout:.0f} s"
+    while _kernel_status(page) != "idle" or _kernel_name(page) in ("", "No Kernel"):
+        _accept_kernel_dialog(page)
+        assert time.monotonic() < deadline, (f"the kernel was not attached and idle within {timeout:.0f} s "
+                                             f"(kernel {_kernel_name(page)!r}, status {_kernel_status(page)!r})")
         time.sleep(0.5)
 
 
@@ -102,10 +111,18 @@ def run_all(page, timeout: float = RUN_ALL_S) -> float:
     started = time.monotonic()
     _menu(page, "Run", "Run All Cells")
     # Run All marks every code cell "[*]" at once; stale counts from the stored lesson must not pass for done.
-    deadline = started + 180
+    # A Run All that started nothing (the kernel dialog opened, or the kernel went away and came back) is
+    # given again, but only while no cell has run: a second Run All after the first began would run cells twice.
+    deadline, asked = started + 180, started
     while not any("*" in p for p in _prompts(page)):
         _accept_kernel_dialog(page)
-        assert time.monotonic() < deadline, "Run All started no cell within 180 s"
+        assert time.monotonic() < deadline, (f"Run All started no cell within 180 s (kernel {_kernel_name(page)!r}, "
+                                             f"status {_kernel_status(page)!r})")
+        untouched = all(not re.fullmatch(r"\[\d+\]:", p) for p in _prompts(page))
+        if time.monotonic() - asked > 20 and untouched and _kernel_status(page) == "idle":
+            _wait_idle(page, 120)
+            _menu(page, "Run", "Run All Cells")
+            asked = time.monotonic()
         time.sleep(0.5)
     deadline, stalled = started + timeout, 0
     while time.monotonic() < deadline:
