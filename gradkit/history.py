@@ -12,7 +12,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -132,32 +132,141 @@ class History:
     def load(cls, path: str | Path) -> History:
         """Read a history written by :meth:`save` (also the older files with ``NaN``/``Infinity``).
 
-        Raises ``ValueError`` naming the file when it is not a whole gradkit History.
+        Every field is checked against :data:`FIELD_TYPES` (and ``config`` against
+        :data:`CONFIG_TYPES`, each of :data:`CONFIG_KEYS` required), so a file with wrong types fails
+        here and not later in a sorted table or a plot. Raises ``ValueError`` naming the file and the
+        field when it is not a whole gradkit History.
         """
+        def refuse(why: str) -> ValueError:
+            return ValueError(f"path={str(path)!r} is not a gradkit History: {why}")
+
         try:
             raw = json.loads(Path(path).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"path={str(path)!r} is not a gradkit History: {err}") from err
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+            raise refuse(f"{type(err).__name__}: {err}") from err
         if not isinstance(raw, dict):
-            raise ValueError(f"path={str(path)!r} is not a gradkit History: not a JSON object")
-        for key, text in (raw.pop("nonfinite", None) or {}).items():
-            *where, last = key.split("/")
-            target = raw
-            for part in where:
-                target = target[int(part)] if isinstance(target, list) else target[part]
-            target[int(last) if isinstance(target, list) else last] = float(text)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - names
+            raise refuse(f"not a JSON object but {json.dumps(raw)[:40]}")
+        unknown = set(raw) - set(FIELD_TYPES) - {"nonfinite"}
         if unknown:
-            raise ValueError(f"path={str(path)!r} is not a gradkit History: unknown keys {sorted(unknown)}")
+            raise refuse(f"unknown keys {sorted(unknown)}")
         try:
-            return cls(**raw)
-        except TypeError as err:
-            raise ValueError(f"path={str(path)!r} is not a gradkit History: {err}") from err
-
-
+            _restore_nonfinite(raw, raw.pop("nonfinite", {}))
+            _check_fields(raw)
+        except ValueError as err:
+            raise refuse(str(err)) from err
+        return cls(**raw)
 # A finite loss this many times the first step's marks a run as unstable (History.unstable).
 BLOW_UP = 10.0
+
+
+# The settings fit writes into every History.config, in this order (data, device and progress are not
+# settings); a file whose config lacks one was not written by gradkit.
+CONFIG_KEYS = ("model", "epochs", "optimizer", "lr", "momentum", "weight_decay", "clip", "schedule", "amp",
+               "batch_size", "seed", "monitor_every", "augment", "max_steps", "model_kw", "constraint")
+NONFINITE = ("inf", "-inf", "nan")
+
+# What History.load accepts for each field: a type name of _KINDS, "list:<kind>" for a list of them.
+FIELD_TYPES: dict[str, str] = {
+    "config": "config", "device": "str", "torch_version": "str", "dataset": "str", "synthetic": "bool",
+    "date": "str", "seconds": "number", "steps_per_epoch": "count", "diverged": "bool", "diverged_step": "count?",
+    "loss": "list:number", "grad_norm_before": "list:number", "grad_norm_after": "list:number",
+    "clipped": "list:bool", "lr": "list:number", "train_loss": "list:number", "train_acc": "list:number",
+    "test_loss": "list:number", "test_acc": "list:number", "val_loss": "list:number", "val_acc": "list:number",
+    "step_norm": "list:number", "epoch_seconds": "list:number", "layer_names": "list:str",
+    "layer_steps": "list:count", "layer_grad_norm": "list:numbers", "update_ratio": "list:numbers",
+}
+# What History.load accepts in config (required: CONFIG_KEYS; the rest when present: a sweep's run id and
+# data settings). Other keys, e.g. of a keyword fit gains later, may hold any JSON value.
+CONFIG_TYPES: dict[str, str] = {
+    "model": "str", "epochs": "count", "optimizer": "str", "lr": "number", "momentum": "number",
+    "weight_decay": "number", "clip": "str?", "schedule": "str?", "amp": "bool", "batch_size": "count",
+    "seed": "count", "monitor_every": "count", "augment": "bool", "max_steps": "count?", "model_kw": "dict",
+    "constraint": "str?", "run_id": "str", "subset": "count?", "test_subset": "count?", "data_seed": "count?",
+    "val": "count?",
+}
+# The per-step fields, one entry per recorded step each (step_norm: also empty, as fit_stacked leaves it).
+STEP_FIELDS = ("loss", "grad_norm_before", "grad_norm_after", "clipped", "lr")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "number": ("a number", _is_number),
+    "count": ("an int >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "dict": ("a JSON object", lambda v: isinstance(v, dict)),
+    "numbers": ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_number, v))),
+}
+
+
+def _check_value(name: str, value: Any, kind: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is of ``kind`` (``"count?"``: a count or null,
+    ``"list:number"``: a list of numbers)."""
+    if kind.endswith("?"):
+        if value is None:
+            return
+        kind = kind[:-1]
+    if kind.startswith("list:"):
+        if not isinstance(value, list):
+            raise ValueError(f"field {name!r} must be a list, got {_short(value)}")
+        for i, item in enumerate(value):
+            _check_value(f"{name}/{i}", item, kind[5:])
+        return
+    what, ok = _KINDS[kind]
+    if not ok(value):
+        raise ValueError(f"field {name!r} must be {what}, got {_short(value)}")
+
+
+def _check_fields(raw: dict[str, Any]) -> None:
+    """Check every field of a parsed History file (see :data:`FIELD_TYPES`); names the first bad field."""
+    for name, value in raw.items():
+        if name == "config":
+            if not isinstance(value, dict):
+                raise ValueError(f"field 'config' must be a JSON object of run settings, got {_short(value)}")
+            missing = [k for k in CONFIG_KEYS if k not in value]
+            if missing:
+                raise ValueError(f"field 'config' lacks the run settings {missing}")
+            for key, item in value.items():
+                if key in CONFIG_TYPES:
+                    _check_value(f"config/{key}", item, CONFIG_TYPES[key])
+        else:
+            _check_value(name, value, FIELD_TYPES[name])
+    if "config" not in raw:
+        raise ValueError("field 'config' is missing")
+    lengths = {name: len(raw.get(name, [])) for name in STEP_FIELDS}
+    if len(set(lengths.values())) > 1 or len(raw.get("step_norm", [])) not in (0, lengths["loss"]):
+        raise ValueError(f"the per-step fields have different lengths: {lengths}, step_norm "
+                         f"{len(raw.get('step_norm', []))}")
+
+
+def _restore_nonfinite(raw: dict[str, Any], nonfinite: Any) -> None:
+    """Put back the non-finite numbers :meth:`History.save` wrote as null: ``{"loss/3": "inf"}`` sets
+    ``raw["loss"][3] = inf``; each key must name a null in the file and each value be one of :data:`NONFINITE`."""
+    if not isinstance(nonfinite, dict):
+        raise ValueError(f"field 'nonfinite' must be a JSON object {{'field/index': 'inf'}}, got {_short(nonfinite)}")
+    for key, text in nonfinite.items():
+        if text not in NONFINITE:
+            raise ValueError(f"field 'nonfinite' at {key!r} must be one of {', '.join(NONFINITE)}, got {_short(text)}")
+        *where, last = key.split("/")
+        target: Any = raw
+        try:
+            for part in where:
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            slot = int(last) if isinstance(target, list) else last
+            if target[slot] is not None:
+                raise KeyError(key)
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ValueError(f"field 'nonfinite' names {key!r}, which is not a null in the file") from None
+        target[slot] = float(text)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _finite(value: Any, where: str, nonfinite: dict[str, str]) -> Any:

@@ -35,7 +35,7 @@ from torch import nn
 
 from . import runtime
 from .checks import check_bool, check_choice, check_int, check_positive, describe
-from .history import History
+from .history import CONFIG_KEYS, History
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 # Divergence is checked on the buffered losses this often (one host sync per check): a run that
@@ -43,9 +43,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 CHECK_EVERY = 25
 PAD = 4
 EVAL_BATCH = 1000
-# The settings a run's History.config holds, in this order (data, device and progress are not settings).
-CONFIG_KEYS = ("model", "epochs", "optimizer", "lr", "momentum", "weight_decay", "clip", "schedule", "amp",
-               "batch_size", "seed", "monitor_every", "augment", "max_steps", "model_kw", "constraint")
 DATASET_ATTRS = ("train_x", "train_y", "test_x", "test_y", "mean", "std", "name", "synthetic")
 
 # A step function trains one batch ``(x, y)`` for every member and returns, left on the device,

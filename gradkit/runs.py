@@ -227,18 +227,35 @@ def results_folder(results_dir: str | Path) -> Path:
 
 
 def _read_runs(folder: Path) -> dict[str, History]:
-    """``{run id: History}`` of every readable run file in ``folder``; unreadable ones are set aside."""
+    """``{run id: History}`` of every readable run file in ``folder``; unreadable ones are set aside.
+
+    A file is unreadable when :meth:`History.load` refuses it (cut off, not JSON, wrong types) or when
+    its ``config["run_id"]`` is not the id in its name (a run file copied under another name would
+    otherwise stand for a run it is not, and be listed twice)."""
     runs = {}
     for path in sorted(folder.glob("run-*.json")):
+        run_id = path.stem.removeprefix("run-")
         try:
-            runs[path.stem.removeprefix("run-")] = History.load(path)
+            hist = History.load(path)
+            saved_id = hist.config.get("run_id", run_id)
+            if saved_id != run_id:
+                raise ValueError(f"it holds run {saved_id!r}, not {run_id!r}")
+            runs[run_id] = hist
         except (ValueError, OSError) as err:
-            aside = path.with_name(path.name + ".corrupt")
-            os.replace(path, aside)
-            warnings.warn(f"run file {path} could not be read ({err}); set aside as {aside.name}, "
-                          "and a sweep that needs it trains it again", stacklevel=3)
+            _set_aside(path, err)
     return runs
 
+
+def _set_aside(path: Path, err: Exception) -> None:
+    """Rename an unreadable run file to ``*.corrupt`` (kept for a look, never read again) and warn."""
+    aside = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, aside)
+        where = f"set aside as {aside.name}"
+    except OSError as move_err:  # a read-only folder: skip the file, still warn
+        where = f"left in place, as it could not be renamed ({move_err})"
+    warnings.warn(f"run file {path} could not be read ({err}); {where}, and a sweep that needs it trains it "
+                  "again", stacklevel=4)
 
 
 def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """gradkit.history: the run record, its helpers and its JSON file."""
 
+import json
 import math
 
 import pytest
@@ -42,3 +43,65 @@ def test_history_load_rejects_other_json(tmp_path):
     path.write_text('{"loss": [1.0], "weights": 3}')
     with pytest.raises(ValueError, match="not a gradkit History"):
         History.load(path)
+
+
+def _good_file(tmp_path, data):
+    h = fit(data=data, max_steps=2, batch_size=64, **_small())
+    h.grad_norm_before[0] = math.inf  # written as null, its meaning kept in "nonfinite"
+    return json.loads(h.save(tmp_path / "good.json").read_text())
+
+
+# A valid JSON file with the wrong types: each must be refused by load, naming the field, never
+# accepted (to fail later in a table, a sort or a plot) and never a bare KeyError/TypeError.
+BAD_FIELDS = [
+    ({"config": None}, "'config' must be a JSON object"),
+    ({"config": []}, "'config' must be a JSON object"),
+    ({"config": {"lr": 0.1}}, r"'config' lacks the run settings \['model'"),
+    ({"config/lr": "abc"}, "'config/lr' must be a number, got 'abc'"),
+    ({"config/amp": "no"}, "'config/amp' must be true or false"),
+    ({"config/seed": -1}, "'config/seed' must be an int >= 0"),
+    ({"config/clip": 5}, "'config/clip' must be a string"),
+    ({"nonfinite": {"foo/3": "inf"}}, "'nonfinite' names 'foo/3'"),
+    ({"nonfinite": {"loss/0": "inf"}}, "'nonfinite' names 'loss/0', which is not a null"),
+    ({"nonfinite": {"grad_norm_before/0": "abc"}}, "'nonfinite' at 'grad_norm_before/0' must be one of inf"),
+    ({"nonfinite": "x"}, "'nonfinite' must be a JSON object"),
+    ({"date": 5}, "'date' must be a string, got 5"),
+    ({"loss": "abc"}, "'loss' must be a list, got 'abc'"),
+    ({"loss": [1.0, "abc"]}, "'loss/1' must be a number"),
+    ({"loss": [1.0, None]}, "'loss/1' must be a number, got None"),
+    ({"clipped": [1, 0]}, "'clipped/0' must be true or false"),
+    ({"diverged": "false"}, "'diverged' must be true or false"),
+    ({"diverged_step": 1.5}, "'diverged_step' must be an int >= 0"),
+    ({"layer_grad_norm": [1.0]}, "'layer_grad_norm/0' must be a list of numbers"),
+    ({"lr": [0.01]}, "per-step fields have different lengths"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_FIELDS, ids=[next(iter(c)) for c, _ in BAD_FIELDS])
+def test_load_refuses_wrong_types_naming_the_file_and_the_field(tmp_path, data, change, message):
+    raw = _good_file(tmp_path, data)
+    for key, value in change.items():
+        *where, last = key.split("/")
+        target = raw
+        for part in where:
+            target = target[part]
+        target[last] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=f"bad.json.*{message}"):
+        History.load(path)
+
+
+@pytest.mark.parametrize("text, message", [("{}", "'config' is missing"), ("null", "not a JSON object"),
+                                           ("[1, 2]", "not a JSON object"), ("[" * 100000, "RecursionError")])
+def test_load_refuses_other_json(tmp_path, text, message):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"x.json.*{message}"):
+        History.load(path)
+
+
+def test_load_puts_non_finite_numbers_back(tmp_path, data):
+    raw = _good_file(tmp_path, data)
+    assert raw["grad_norm_before"][0] is None and raw["nonfinite"] == {"grad_norm_before/0": "inf"}
+    assert History.load(tmp_path / "good.json").grad_norm_before[0] == math.inf

@@ -160,8 +160,47 @@ def test_a_foreign_json_file_is_set_aside_not_fatal(tmp_path, data):
                          data=data, results_dir=tmp_path, progress=False)) == 1
 
 
+def _by_hand(clip="none", lr=0.1, loss=(2.3, 2.0), **fields):
+    """A History as fit writes it (every setting in config, one entry per step in each step field)."""
+    n = len(loss)
+    steps = {"grad_norm_before": [1.0] * n, "grad_norm_after": [1.0] * n, "clipped": [False] * n, "lr": [lr] * n}
+    config = {**runs.RUN_DEFAULTS, "model": "seed_cnn", "model_kw": {}, "clip": clip, "lr": lr}
+    return History(config=config, loss=list(loss), **{**steps, **fields})
+
+
+@pytest.mark.parametrize("change", [{"config": None}, {"config": []}, {"nonfinite": {"foo/3": "inf"}},
+                                    {"nonfinite": "x"}, {"date": 5}, {"loss": "abc"}, {"config": {}}],
+                         ids=["config-null", "config-list", "nonfinite-path", "nonfinite-str", "date-int", "loss-str",
+                              "config-empty"])
+def test_a_run_file_with_wrong_types_is_set_aside_and_trained_again(tmp_path, data, change):
+    first = _one_run(data, tmp_path)
+    path = tmp_path / f"run-{first.config['run_id']}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.warns(UserWarning, match=f"{path.name}.*not a gradkit History: field '(config|nonfinite|date|loss)'"):
+        again = _one_run(data, tmp_path)
+    assert again.loss == first.loss and History.load(path).loss == first.loss
+    assert (tmp_path / (path.name + ".corrupt")).exists()
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert [r["run_id"] for r in rows] == [first.config["run_id"]]
+
+
+def test_an_empty_object_is_not_taken_for_a_run(tmp_path, data):
+    (tmp_path / "run-000000000000.json").write_text("{}")
+    with pytest.warns(UserWarning, match="run-000000000000.json.*'config' is missing"):
+        assert load_sweep(tmp_path) == []
+
+
+def test_a_run_file_copied_under_another_name_is_set_aside(tmp_path, data):
+    first = _one_run(data, tmp_path)
+    copy = tmp_path / "run-aaaaaaaaaaaa.json"
+    copy.write_text((tmp_path / f"run-{first.config['run_id']}.json").read_text())
+    with pytest.warns(UserWarning, match=f"run-aaaaaaaaaaaa.json.*holds run '{first.config['run_id']}'"):
+        assert [h.config["run_id"] for h in load_sweep(tmp_path)] == [first.config["run_id"]]
+    assert not copy.exists()
+
+
 def test_history_save_is_atomic_and_strict_json(tmp_path, monkeypatch):
-    h = History(loss=[2.3, 3.0], grad_norm_before=[float("inf"), 1.0], layer_grad_norm=[[1.0, float("nan")]])
+    h = _by_hand(loss=[2.3, 3.0], grad_norm_before=[float("inf"), 1.0], layer_grad_norm=[[1.0, float("nan")]])
     path = h.save(tmp_path / "r.json")
     text = path.read_text()
     assert "Infinity" not in text and "NaN" not in text
@@ -174,20 +213,21 @@ def test_history_save_is_atomic_and_strict_json(tmp_path, monkeypatch):
 
     monkeypatch.setattr("gradkit.history.os.replace", broken_replace)
     with pytest.raises(OSError):
-        History(loss=[1.0]).save(path)
+        _by_hand(loss=[1.0]).save(path)
     assert History.load(path).loss == [2.3, 3.0]  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # and no temporary file is left
 
 
 def test_loss_blow_up_without_nan_is_flagged_unstable_in_summaries(tmp_path):
-    ok = History(config={"clip": "none", "lr": 0.1}, loss=[2.3, 2.0, 1.5], date="1")
-    blown = History(config={"clip": "none", "lr": 1e6}, loss=[2.3, 7e23, 5e20], date="2")
-    nan = History(config={"clip": "none", "lr": 1e9}, loss=[2.3], diverged=True, diverged_step=1, date="3")
+    ok = _by_hand(lr=0.1, loss=[2.3, 2.0, 1.5], date="1")
+    blown = _by_hand(lr=1e6, loss=[2.3, 7e23, 5e20], date="2")
+    nan = _by_hand(lr=1e9, loss=[2.3], diverged=True, diverged_step=1, date="3")
     assert [h.status for h in (ok, blown, nan)] == ["ok", "unstable", "diverged"]
     for i, h in enumerate((ok, blown, nan)):
         h.save(tmp_path / f"run-{i:012d}.json")
     rows = list(csv.DictReader(open(runs.write_summary(tmp_path))))
     assert [r["status"] for r in rows] == ["ok", "unstable", "diverged"]
+    assert [h.status for h in load_sweep(tmp_path)] == ["ok", "unstable", "diverged"]
 
 
 def test_two_sweeps_into_one_folder_both_end_up_in_the_summary(tmp_path, data):
@@ -225,3 +265,14 @@ def test_unknown_model_options_name_the_accepted_ones(data):
         fit("seed_cnn", data, augment="no", progress=False)
     with pytest.raises(ValueError, match="amp"):
         fit("seed_cnn", data, amp="yes", progress=False)
+
+
+def test_the_frozen_run_defaults_are_still_fits_defaults():
+    # A default changed in fit without RUN_DEFAULTS would give new runs the old ids: change both, and
+    # migrate the shipped run files (results/README.md says how).
+    import inspect
+
+    from gradkit.train import fit
+
+    live = {k: p.default for k, p in inspect.signature(fit).parameters.items()}
+    assert {k: live[k] for k in runs.RUN_DEFAULTS} == runs.RUN_DEFAULTS
