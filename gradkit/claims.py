@@ -533,6 +533,24 @@ def _mean_sd(v: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
 
 
+def _augment_fit(tr: dict[str, np.ndarray], va: dict[str, np.ndarray], noise: float) -> str:
+    """The part of claim 2's reason on how far the augmented runs fit the training set (see
+    :func:`verdict_augmentation`); empty when augmentation did not lower training accuracy beyond ``noise``."""
+    a = 100 * float((tr["augment"] - tr["none"]).mean())
+    b = 100 * float((va["augment"] - va["none"]).mean())
+    if a >= -100 * noise:
+        return ""
+    split = (f"; augmentation fit the training set less: clean training accuracy {100 * tr['augment'].mean():.1f}% vs "
+             f"{100 * tr['none'].mean():.1f}% without it ({a:+.1f} points), validation {b:+.1f}, so {-a:.1f} of its "
+             f"{a - b:+.1f}-point gap change is fitting less")
+    if -a > abs(b) or b < 0:
+        below = (f", and they are below the unaugmented runs on validation too ({100 * va['augment'].mean():.1f}% < "
+                 f"{100 * va['none'].mean():.1f}%)") if b < 0 else ""
+        split += (f": the augmented runs underfit at this length{below}, so their smaller gap measures underfitting "
+                  "as much as regularisation (train longer to judge augmentation)")
+    return split
+
+
 def verdict_augmentation(train_acc: dict[str, Sequence[float]], val_acc: dict[str, Sequence[float]],
                          tol: float = 0.02, min_gap: float = 0.05) -> Verdict:
     """Claim 2, from clean train and held-out (validation) accuracies of three runs per seed,
@@ -552,8 +570,12 @@ def verdict_augmentation(train_acc: dict[str, Sequence[float]], val_acc: dict[st
       smaller step does), validation accuracy up, or both;
     - otherwise does not hold (clipping left the gap within the seed noise, or widened it).
 
-    The reason also says when the augmented runs underfit (their mean validation accuracy below
-    the unaugmented runs'): their smaller gap then comes partly from fitting less.
+    The reason also says when augmentation fit the training set less: with ``a = mean(train_augment -
+    train_none)`` and ``b = mean(val_augment - val_none)`` (points), when ``a < -noise`` the augmented
+    runs' gap change ``a - b`` is split into fitting less (``-a``) and validation (``b``); when most of
+    it is fitting less (``-a > |b|``) or their validation accuracy is below the unaugmented runs'
+    (``b < 0``), they *underfit at this length*: a comparison of gaps then measures underfitting as
+    much as regularisation, and longer training is needed to judge augmentation.
 
     >>> verdict_augmentation({"none": [.9, .9], "clip": [.9, .88], "augment": [.7, .7]},
     ...                      {"none": [.5, .52], "clip": [.5, .5], "augment": [.55, .56]}).outcome
@@ -583,10 +605,7 @@ def verdict_augmentation(train_acc: dict[str, Sequence[float]], val_acc: dict[st
     if gap["none"].mean() < min_gap:
         return _verdict("2", INCONCLUSIVE, f"the runs without clipping barely overfit (mean gap "
                                            f"{100 * gap['none'].mean():.1f} points < {100 * min_gap:g}); {numbers}")
-    underfit = ""
-    if va["augment"].mean() < va["none"].mean():
-        underfit = (f"; the augmented runs underfit at this length (validation {100 * va['augment'].mean():.1f}% < "
-                    f"{100 * va['none'].mean():.1f}% without augmentation), so part of their smaller gap is fitting less")
+    underfit = _augment_fit(tr, va, noise)
     change = (f"clipping changed the gap by {-100 * mean_d:+.1f} points (noise bound ±{100 * noise:.1f}: twice the "
               f"standard error over {n} paired seeds), augmentation by {-100 * (gap['none'] - gap['augment']).mean():+.1f}")
     if mean_d > noise:

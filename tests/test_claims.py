@@ -204,7 +204,17 @@ def test_verdict_augmentation_pairs_seeds_and_reports_the_spread():
     # gap none: .45 .44 .43; clip: .44 .43 .43 -> d = (.01, .01, 0), mean 0.67 points < tol 2: does not hold
     v = claims.verdict_augmentation(train, val)
     assert v.outcome == FAILS and "by -0.7 points (noise bound ±2.0" in v.reason and "over 3 paired seeds" in v.reason
-    assert "gap 44.0 ± 1.0" in v.reason and "underfit" not in v.reason
+    assert "gap 44.0 ± 1.0" in v.reason
+    # augmentation: train 80.0% vs 94.0% (-14.0 points), validation +5.0: the gap change -19.0 is mostly fitting less
+    assert ("augmentation fit the training set less: clean training accuracy 80.0% vs 94.0% without it (-14.0 points), "
+            "validation +5.0, so 14.0 of its -19.0-point gap change is fitting less: the augmented runs underfit at "
+            "this length, so their smaller gap") in v.reason
+    # augmentation that keeps the training accuracy (within the noise) is not called underfitting
+    kept = claims.verdict_augmentation({**train, "augment": [0.94, 0.93, 0.93]}, val)
+    assert "fit the training set less" not in kept.reason and "underfit" not in kept.reason
+    # a small loss of training accuracy with a larger validation gain is fitting less, but not underfitting
+    gain = claims.verdict_augmentation({**train, "augment": [0.90, 0.89, 0.91]}, {**val, "augment": [0.60, 0.59, 0.61]})
+    assert "so 4.0 of its -14.0-point gap change is fitting less" in gain.reason and "underfit" not in gain.reason
     # clipping shrinks the gap by 15 points on every seed: beyond the noise
     shrunk = claims.verdict_augmentation({**train, "clip": [0.80, 0.78, 0.79]}, val)
     assert shrunk.outcome == ONLY_WHEN and "narrows the train-validation gap" in shrunk.reason
@@ -221,7 +231,8 @@ def test_verdict_augmentation_pairs_seeds_and_reports_the_spread():
     assert noisy.outcome == FAILS and "±35.2" in noisy.reason
     # an augmented run below the plain run on validation is called underfitting
     under = claims.verdict_augmentation(train, {**val, "augment": [0.30, 0.31, 0.29]})
-    assert "the augmented runs underfit at this length (validation 30.0% < 50.0%" in under.reason
+    assert ("the augmented runs underfit at this length, and they are below the unaugmented runs on validation too "
+            "(30.0% < 50.0%)") in under.reason
     assert claims.verdict_augmentation({k: v[:1] for k, v in train.items()},
                                        {k: v[:1] for k, v in val.items()}).outcome == INCONCLUSIVE
     flat = {"none": [0.2, 0.2], "clip": [0.2, 0.2], "augment": [0.2, 0.2]}
