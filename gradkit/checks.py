@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 CHANCE = 0.1  # CIFAR-10 accuracy of a uniform guess: 1 of 10 classes
 
@@ -32,15 +33,37 @@ METHOD_NAMES: dict[str, str] = {
 }
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int when it is an integer (Python or NumPy, never a bool) >= ``minimum``.
+def check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None, optional: bool = False) -> Any:
+    """``value`` as an int when it is an integer (Python or NumPy, never a bool) from ``minimum`` to
+    ``maximum`` (no upper bound when None); ``optional=True`` also accepts None (and returns it).
 
-    >>> check_int("width", 4, minimum=1)
-    4
+    >>> check_int("width", 4, minimum=1), check_int("subset", None, optional=True)
+    (4, None)
+    >>> check_int("val", 30, minimum=0, maximum=19)
+    Traceback (most recent call last):
+    ...
+    ValueError: val must be an int from 0 to 19, got 30
     """
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if optional and value is None:
+        return None
+    if (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum
+            or (maximum is not None and value > maximum)):
+        accepted = f"an int >= {minimum}" if maximum is None else f"an int from {minimum} to {maximum}"
+        raise ValueError(f"{name} must be {'None or ' if optional else ''}{accepted}, got {value!r}")
     return int(value)
+
+
+# torch.manual_seed takes seeds up to 2^64 - 1; negative ones would map onto positive ones there.
+SEED_MAX = 2**64 - 1
+
+
+def check_seed(name: str, value: Any) -> int:
+    """``value`` when it is a seed every generator of the kit takes: an int from 0 to :data:`SEED_MAX`.
+
+    >>> check_seed("seed", 3)
+    3
+    """
+    return check_int(name, value, minimum=0, maximum=SEED_MAX)
 
 
 def check_positive(name: str, value: Any) -> float:
@@ -52,6 +75,56 @@ def check_positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def check_number(name: str, value: Any, minimum: float = 0.0, below: float | None = None) -> float:
+    """``value`` as a float when it is a finite real number (never a bool) with ``minimum <= value``
+    and, when ``below`` is given, ``value < below``.
+
+    >>> check_number("weight_decay", 0), check_number("momentum", 0.9, below=1.0)
+    (0.0, 0.9)
+    >>> check_number("momentum", 1.0, below=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: momentum must be a finite number in [0, 1), got 1.0
+    """
+    accepted = f">= {minimum:g}" if below is None else f"in [{minimum:g}, {below:g})"
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or value < minimum or (below is not None and value >= below)):
+        raise ValueError(f"{name} must be a finite number {accepted}, got {value!r}")
+    return float(value)
+
+
+def check_list(name: str, values: Any) -> list[Any]:
+    """``values`` as a list when it is a non-empty sequence (a list, tuple or range; not a string) that
+    names each value once.
+
+    >>> check_list("seeds", (0, 1))
+    [0, 1]
+    >>> check_list("seeds", [0, 0])
+    Traceback (most recent call last):
+    ...
+    ValueError: seeds lists 0 more than once; list each value once
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"{name} must be a non-empty list, got {values!r}")
+    repeated = sorted({repr(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise ValueError(f"{name} lists {', '.join(repeated)} more than once; list each value once")
+    return list(values)
+
+
+def check_thresholds(name: str, values: Any, also: str = "") -> list[float]:
+    """``values`` as floats when it is a non-empty list of finite numbers > 0, each listed once;
+    ``also`` names what else the caller accepts, for the message.
+
+    >>> check_thresholds("thresholds", [1, 0.5])
+    [1.0, 0.5]
+    """
+    for value in check_list(name, values):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be numbers > 0{also}; got {value!r}")
+    return [float(v) for v in values]
 
 
 def check_bool(name: str, value: Any) -> bool:

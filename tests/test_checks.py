@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import gradkit
-from gradkit.checks import CHANCE, check_bool, check_choice, check_int, check_positive, describe, spec_label
+from gradkit.checks import (CHANCE, SEED_MAX, check_bool, check_choice, check_int, check_list, check_number,
+                            check_positive, check_seed, check_thresholds, describe, spec_label)
 
 
 def test_checks_accept_and_return_good_values():
@@ -16,6 +17,10 @@ def test_checks_accept_and_return_good_values():
     assert check_positive("c", np.float32(0.5)) == 0.5 and check_positive("c", 2) == 2.0
     assert check_bool("amp", True) is True
     assert check_choice("optimizer", "adam", ("sgd", "adam")) == "adam"
+    assert check_int("subset", None, optional=True) is None and check_int("val", 19, minimum=0, maximum=19) == 19
+    assert check_seed("seed", 0) == 0 and check_seed("seed", SEED_MAX) == SEED_MAX == 2**64 - 1
+    assert check_number("momentum", 0, below=1.0) == 0.0 and check_number("weight_decay", np.float32(0.5)) == 0.5
+    assert check_list("seeds", range(3)) == [0, 1, 2] and check_thresholds("t", (1, 0.5)) == [1.0, 0.5]
     assert CHANCE == 0.1
 
 
@@ -30,6 +35,25 @@ def test_checks_accept_and_return_good_values():
     (lambda: check_bool("augment", "no"), "augment must be True or False, got 'no'"),
     (lambda: check_bool("augment", 1), "augment must be True or False, got 1"),
     (lambda: check_choice("optimizer", "lbfgs", ("sgd", "adam")), "optimizer='lbfgs' is not accepted; accepted values: sgd, adam"),
+    (lambda: check_int("val", 20, minimum=0, maximum=19), "val must be an int from 0 to 19, got 20"),
+    (lambda: check_int("subset", "5", optional=True), "subset must be None or an int >= 1, got '5'"),
+    (lambda: check_seed("seed", -1), f"seed must be an int from 0 to {SEED_MAX}, got -1"),
+    (lambda: check_seed("seed", 2**64), f"seed must be an int from 0 to {SEED_MAX}, got {2**64}"),
+    (lambda: check_seed("seed", 1.0), f"seed must be an int from 0 to {SEED_MAX}, got 1.0"),
+    (lambda: check_number("momentum", float("nan"), below=1.0), "momentum must be a finite number in [0, 1), got nan"),
+    (lambda: check_number("momentum", 1.0, below=1.0), "momentum must be a finite number in [0, 1), got 1.0"),
+    (lambda: check_number("momentum", "0.9", below=1.0), "momentum must be a finite number in [0, 1), got '0.9'"),
+    (lambda: check_number("weight_decay", -1e-4), "weight_decay must be a finite number >= 0, got -0.0001"),
+    (lambda: check_number("weight_decay", float("inf")), "weight_decay must be a finite number >= 0, got inf"),
+    (lambda: check_number("weight_decay", True), "weight_decay must be a finite number >= 0, got True"),
+    (lambda: check_list("seeds", []), "seeds must be a non-empty list, got []"),
+    (lambda: check_list("seeds", "01"), "seeds must be a non-empty list, got '01'"),
+    (lambda: check_list("seeds", 1), "seeds must be a non-empty list, got 1"),
+    (lambda: check_list("seeds", [1, 2, 1]), "seeds lists 1 more than once; list each value once"),
+    (lambda: check_thresholds("thresholds", 1.0), "thresholds must be a non-empty list, got 1.0"),
+    (lambda: check_thresholds("thresholds", [1.0, "a"]), "thresholds must be numbers > 0; got 'a'"),
+    (lambda: check_thresholds("thresholds", [float("nan")]), "thresholds must be numbers > 0; got nan"),
+    (lambda: check_thresholds("t", [True], also=" or a name"), "t must be numbers > 0 or a name; got True"),
 ])
 def test_checks_name_the_argument_and_the_accepted_values(call, words):
     with pytest.raises(ValueError) as err:
@@ -70,4 +94,4 @@ def test_training_core_imports_no_plotting_and_no_cycle(module):
              "train": {"gradkit.stacked", "gradkit.runs"}, "stacked": {"gradkit.runs"}, "runs": set()}[module]
     assert not found & below, found
     if module == "checks":
-        assert found <= {"__future__", "math", "numbers", "typing"}, found
+        assert found <= {"__future__", "collections", "math", "numbers", "typing"}, found
