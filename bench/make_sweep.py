@@ -17,11 +17,12 @@ chosen ones.
 - Setting C: ``PlainCNN(depth=20, width=8, init="kaiming")`` without batch norm at lr 0.2 (a deep
   plain net that loses its units after a huge step), 5,000 training images, 6 epochs, constant rate:
   no clipping, norm clipping and AGC, seeds 0 and 1.
-- Matched learning rate: for every clipped run of settings A and B with seed 0, an unclipped run at
-  ``lr_eff = lr * mean_t(||g_t||_after / ||g_t||_before)`` (the mean factor the clipped run scaled
-  its gradients by), rounded to 3 significant digits, same schedule and seed. Where the clipped run
-  scaled by more than 0.95 on average the matched run would be the unclipped one and is skipped.
-  ``matched.json`` maps each clipped run's id to its matched run's id.
+- Matched learning rate: for every clipped run of settings A, B and C with seed 0 (:data:`MATCH_SEED`),
+  an unclipped run at ``lr_eff = lr * mean_t(||g_t||_after / ||g_t||_before)`` (the mean factor the
+  clipped run scaled its gradients by, :func:`gradkit.sweeps.matched_lr`), rounded to 3 significant
+  digits, same model, data, schedule and seed. Where the clipped run scaled by more than 0.95 on
+  average the matched run would be the unclipped one and is skipped. ``matched.json`` maps each
+  clipped run's id to its matched run's id.
 
 Runs go through :func:`gradkit.runs.sweep` (one JSON per run named by its config hash): an
 interrupted sweep resumes where it stopped. ``--jobs N`` trains in N processes of one thread each.
@@ -80,25 +81,27 @@ def primary_configs() -> list[dict[str, Any]]:
 
 
 def matched_configs(runs: list[Any]) -> dict[str, dict[str, Any]]:
-    """``{clipped run id: config of its matched-learning-rate run}`` for settings A and B.
+    """``{clipped run id: config of its matched-learning-rate run}`` for the clipped runs of settings A, B
+    (SeedCNN at :data:`LR_A`, :data:`LR_B`) and C (the PlainCNN) with seed :data:`MATCH_SEED`.
 
-    The matched rate is ``lr * mean(after / before)`` over the clipped run's steps (a run that
-    diverged is matched over the steps it took).
+    The matched rate is :func:`gradkit.sweeps.matched_lr`, ``lr * mean(after / before)`` over the
+    clipped run's steps (a run that diverged is matched over the steps it took); runs whose mean
+    scale is above :data:`MATCH_SKIP` are skipped (their matched run is the unclipped one).
     """
+    from gradkit.sweeps import matched_lr, mean_scale
+
     out = {}
     for h in runs:
         c = h.config
-        if (c.get("model") != "seed_cnn" or c.get("clip") == "none" or c.get("lr") not in (LR_A, LR_B)
-                or c.get("seed") != MATCH_SEED):
+        seed_cnn = c.get("model") == "seed_cnn" and c.get("lr") in (LR_A, LR_B)
+        plain = c.get("model") == PLAIN["model"] and c.get("model_kw") == PLAIN["model_kw"]
+        if c.get("clip") == "none" or c.get("seed") != MATCH_SEED or not (seed_cnn or plain):
             continue
-        scales = [a / b for a, b in zip(h.grad_norm_after, h.grad_norm_before) if b > 0 and math.isfinite(a / b)]
-        if not scales:
+        scale = mean_scale(h)
+        if not math.isfinite(scale) or scale > MATCH_SKIP:
             continue
-        scale = sum(scales) / len(scales)
-        if scale > MATCH_SKIP:
-            continue
-        lr_eff = float(f"{c['lr'] * scale:.3g}")
-        out[c["run_id"]] = _seed_cnn(lr_eff, "none", c["seed"])
+        base = _seed_cnn(0.0, "none", c["seed"]) if seed_cnn else {**PLAIN, "clip": "none", "seed": c["seed"]}
+        out[c["run_id"]] = {**base, "lr": matched_lr(h)}
     return out
 
 
@@ -157,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     _run_all(primary, args.out, args.jobs)
     matched = matched_configs(sweep(configs=primary, results_dir=args.out, progress=False))
     _run_all(list(matched.values()), args.out, args.jobs)
-    runs = sweep(configs=primary + list(matched.values()), results_dir=args.out, progress=False)
-    ids = {json.dumps(h.config.get("lr")) + str(h.config.get("seed")): h.config["run_id"]
-           for h in runs if h.config.get("clip") == "none" and h.config.get("model") == "seed_cnn"}
-    links = {clipped: ids[json.dumps(cfg["lr"]) + str(cfg["seed"])] for clipped, cfg in matched.items()}
+    # sweep returns the runs in the order of its configs: the i-th matched run belongs to the i-th clipped run
+    found = sweep(configs=list(matched.values()), results_dir=args.out, progress=False)
+    links = {clipped: h.config["run_id"] for clipped, h in zip(matched, found)}
     (args.out / "matched.json").write_text(json.dumps(links, indent=1, sort_keys=True) + "\n")
+    runs = sweep(configs=primary + list(matched.values()), results_dir=args.out, progress=False)
     wall = time.perf_counter() - start
     size = compact(args.out)
     sweep(configs=primary + list(matched.values()), results_dir=args.out, progress=False)  # summary.csv

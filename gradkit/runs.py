@@ -17,7 +17,6 @@ import hashlib
 import inspect
 import io
 import json
-import math
 import os
 import tempfile
 import warnings
@@ -27,12 +26,13 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from . import executors, runtime
-from .checks import check_int
-from .clip import clipper
+from .checks import check_bool, check_choice, check_int, check_seed, check_thresholds
+from .clip import METHODS, clipper
 from .history import History
-from .loop import progress_bar
+from .loop import check_data, progress_bar
+from .models import check_model
 from .stacked import SEQUENTIAL_ONLY, STACKED_METHODS, fit_stacked
-from .train import fit
+from .train import check_fit, fit
 
 # The data settings a sweep config may hold besides fit's arguments (see sweep).
 DATA_KEYS = ("subset", "test_subset", "data_seed", "val")
@@ -88,23 +88,18 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
     >>> [h.config["clip"] for h in runs]
     ['norm:0.1', 'norm:1.0']
     """
-    if (configs is None) == (thresholds is None):
-        raise ValueError("pass exactly one of configs (a list of dicts) or thresholds (a list of numbers)")
+    configs = _sweep_configs(configs, thresholds, method, base)
+    check_bool("stacked", stacked)
+    if not callable(progress):
+        check_bool("progress", progress)
     parallel = _check_parallel(executor, workers, retries, stacked)
-    if thresholds is not None:
-        bad = [t for t in thresholds if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0
-               or not math.isfinite(t)]
-        if bad or not thresholds:
-            raise ValueError(f"thresholds must be a non-empty list of finite numbers > 0, got {thresholds!r}")
-        configs = [{**(base or {}), "clip": f"{method}:{float(t)!r}"} for t in thresholds]
-    elif base:
-        configs = [{**base, **c} for c in configs]
-    if not configs or not all(isinstance(c, dict) for c in configs):
-        raise ValueError("configs must be a non-empty list of dicts of fit() arguments and data settings")
-    folder = results_folder(results_dir)
+    if data is not None:
+        check_data(data)
     # One fingerprint of the data for every config: hashing it per config would repeat the same work.
     identity = _data_identity(data) if data is not None else None
     runs = [(c, _run_id(c, data, identity)) for c in configs]
+    _check_configs(runs, data)
+    folder = results_folder(results_dir, create=True)
     done = _read_runs(folder)
     loaded: dict[tuple, Any] = {}
 
@@ -141,6 +136,66 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
             bar.close()
     write_summary(folder)
     return [done[run_id] for _, run_id in runs]
+
+
+def _sweep_configs(configs: Any, thresholds: Any, method: Any, base: Any) -> list[dict[str, Any]]:
+    """The configs a sweep runs: ``configs`` with ``base`` under each, or one per threshold; refused
+    (the error names the argument) when they are not a non-empty list of dicts or of numbers > 0."""
+    if (configs is None) == (thresholds is None):
+        raise ValueError("pass exactly one of configs (a list of dicts) or thresholds (a list of numbers)")
+    if base is not None and not isinstance(base, dict):
+        raise ValueError(f"base must be None or a dict of the settings every config shares, got {base!r}")
+    if thresholds is not None:
+        check_choice("method", method, METHODS[1:])
+        return [{**(base or {}), "clip": f"{method}:{t!r}"} for t in check_thresholds("thresholds", thresholds)]
+    if not isinstance(configs, (list, tuple)) or not configs or not all(isinstance(c, dict) for c in configs):
+        hint = " (wrap one config in a list)" if isinstance(configs, dict) else ""
+        raise ValueError(f"configs must be a non-empty list of dicts of fit() arguments and data settings{hint}, "
+                         f"got {configs!r}")
+    return [{**(base or {}), **c} for c in configs]
+
+
+def _check_configs(runs: list[tuple[dict[str, Any], str]], data: Any) -> None:
+    """Every check :func:`fit` makes, and those of the data settings, for each ``(config, run id)``
+    before any run trains; each model and its options are built once on the CPU (the random state
+    is left as it was). Two configs of one run id are refused (the same run listed twice)."""
+    first: dict[str, int] = {}
+    models: set[str] = set()
+    for i, (cfg, run_id) in enumerate(runs):
+        if run_id in first:
+            raise ValueError(f"configs {first[run_id]} and {i} are the same run (run id {run_id}); list each run once")
+        first[run_id] = i
+        fit_kw = {k: v for k, v in cfg.items() if k not in DATA_KEYS}
+        key = json.dumps([cfg["model"], cfg.get("model_kw")], sort_keys=True, default=repr)
+        try:
+            check_fit({**FIT_DEFAULTS, **fit_kw, "progress": False})
+            _check_data_settings(cfg, data)
+            if key not in models:
+                check_model(cfg["model"], cfg.get("model_kw"))
+                models.add(key)
+        except ValueError as err:
+            raise ValueError(f"configs[{i}]: {err}") from err
+
+
+def _check_data_settings(cfg: dict[str, Any], data: Any) -> None:
+    """The data settings of ``cfg``: ints (None: the default), and with ``data`` given, only the values
+    that describe it (the Dataset is trained on as it is: a subset of another size would not be used)."""
+    for key, minimum in (("subset", 1), ("test_subset", 1), ("val", 0)):
+        check_int(f"config {key!r}", cfg.get(key), minimum=minimum, optional=True)
+    if cfg.get("data_seed") is not None:
+        check_seed("config 'data_seed'", cfg["data_seed"])
+    if data is None:
+        return
+    sizes = {"subset": int(data.train_y.numel()), "test_subset": int(data.test_y.numel()),
+             "val": int(getattr(data, "n_val", 0))}
+    for key, size in sizes.items():
+        if cfg.get(key) is not None and cfg[key] != size:
+            raise ValueError(f"config {key!r}={cfg[key]!r} does not describe the data given ({key} {size}): with data= "
+                             "the Dataset is trained on as it is; drop the setting, or pass data=None to load CIFAR-10 "
+                             "with it")
+    if cfg.get("data_seed") is not None:
+        raise ValueError(f"config 'data_seed'={cfg['data_seed']!r} is not used with data= (the Dataset given is "
+                         "trained on as it is); drop it, or pass data=None to load CIFAR-10 with it")
 
 
 def train_run(cfg: dict[str, Any], data: Any = None, threads: int | dict[str, int] | None = None) -> History:
@@ -207,22 +262,39 @@ def _run_parallel(pending: dict[str, dict[str, Any]], data: Any, executor: Any, 
 def load_sweep(results_dir: str | Path) -> list[History]:
     """All runs saved by :func:`sweep` in ``results_dir``, oldest first.
 
-    A run file that cannot be read (cut off, or not a gradkit History) is named in a warning and
-    set aside as ``run-<id>.json.corrupt``; :func:`sweep` then trains that run again.
+    A run file that cannot be read (cut off, not a gradkit History, wrong types: see
+    :meth:`History.load`) is named in a warning and set aside as ``run-<id>.json.corrupt``;
+    :func:`sweep` then trains that run again.
     """
+    if not isinstance(results_dir, (str, os.PathLike)) or isinstance(results_dir, bytes):
+        raise ValueError(f"results_dir must be a folder path (str or Path), got {results_dir!r}")
     folder = Path(results_dir)
     if not folder.is_dir():
         raise ValueError(f"results_dir={str(folder)!r} is not a folder")
     return sorted(_read_runs(folder).values(), key=lambda h: h.date)
 
 
-def results_folder(results_dir: str | Path) -> Path:
-    """``results_dir`` as a folder that exists or can be made; refused before any work when it is a file."""
-    if not isinstance(results_dir, (str, os.PathLike)):
+def results_folder(results_dir: str | Path, create: bool = False) -> Path:
+    """``results_dir`` as a folder that exists or can be made (``create=True`` makes it); refused
+    before any work when it, or the nearest folder above it that exists, is a file.
+
+    >>> import tempfile, pathlib
+    >>> results_folder(pathlib.Path(tempfile.mkdtemp()) / "new" / "sweep").exists()
+    False
+    """
+    if not isinstance(results_dir, (str, os.PathLike)) or isinstance(results_dir, bytes):
         raise ValueError(f"results_dir must be a folder path (str or Path), got {results_dir!r}")
     folder = Path(results_dir)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"results_dir={str(folder)!r} is a file, not a folder: pass a folder for the run files")
+    above = next((p for p in folder.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ValueError(f"results_dir={str(folder)!r} cannot be made: {str(above)!r} is a file, not a folder")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"results_dir={str(folder)!r} cannot be made: {err}") from err
     return folder
 
 
@@ -323,7 +395,21 @@ def _load_data(cfg: dict[str, Any], cache: dict[tuple, Any]) -> Any:
 
 SUMMARY_COLUMNS = ("run_id", "label", "dataset", "synthetic", "model", "model_kw", "optimizer", "lr", "clip",
                    "schedule", "epochs", "seed", "subset", "steps", "status", "diverged", "diverged_step", "final_val_acc",
-                   "final_test_acc", "best_test_acc", "final_train_loss", "clip_rate", "seconds", "device")
+                   "best_val_acc", "final_test_acc", "test_acc_at_best_val", "final_train_loss", "clip_rate", "seconds",
+                   "device")
+
+
+def _best_on_validation(h: History) -> tuple[float | None, float | None, float | None]:
+    """The summary columns ``best_val_acc, final_test_acc, test_acc_at_best_val``: the best epoch is
+    chosen on validation, never on test (Nones where the run has no validation split).
+
+    >>> _best_on_validation(History(val_acc=[0.3, 0.5, 0.4], test_acc=[0.35, 0.45, 0.6]))
+    (0.5, 0.6, 0.45)
+    """
+    if not h.val_acc:
+        return None, h.final_test_acc, None
+    best = max(range(len(h.val_acc)), key=lambda i: h.val_acc[i])
+    return h.val_acc[best], h.final_test_acc, h.test_acc[best] if best < len(h.test_acc) else None
 
 
 def write_summary(folder: str | Path) -> Path:
@@ -344,7 +430,7 @@ def write_summary(folder: str | Path) -> Path:
             writer.writerow([run_id, h.label, h.dataset, h.synthetic, c.get("model"), json.dumps(c.get("model_kw")),
                              c.get("optimizer"), c.get("lr"), c.get("clip"), c.get("schedule"), c.get("epochs"),
                              c.get("seed"), c.get("subset"), len(h.loss), h.status, h.diverged, h.diverged_step,
-                             h.final_val_acc, h.final_test_acc, h.best_test_acc, h.train_loss[-1] if h.train_loss else None,
+                             h.final_val_acc, *_best_on_validation(h), h.train_loss[-1] if h.train_loss else None,
                              round(h.clip_rate, 4) if h.clipped else None, round(h.seconds, 2), h.device])
         fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", newline="") as f:

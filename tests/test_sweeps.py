@@ -42,7 +42,7 @@ def test_choice_is_made_on_validation_and_test_is_reported_for_it_only():
                                                   "test accuracy 20.0% (per seed: 20.0)")
     table = sweeps.format_table(rows)
     assert "s/run" not in table and "60.0" not in table
-    assert table.splitlines()[2].split() == ["norm", "clipping,", "c=0.1", "35.0", "35.0", "0/1", "0%", "1.00"]
+    assert table.splitlines()[2].split() == ["norm", "clipping,", "c=0.1", "35.0", "35.0", "0/1", "0/1", "0%", "1.00"]
 
 
 def test_runs_without_validation_cannot_be_chosen_from():
@@ -149,3 +149,91 @@ def test_zero_gradient_share_and_formatting():
     np.testing.assert_allclose(sweeps.zero_gradient_share(h), [0.0, 2 / 3, 1.0])
     assert sweeps.fmt(1.99526) == "2" and sweeps.fmt(0.011749) == "0.0117"
     assert sweeps.setting_label({"model": "seed_cnn", "lr": 0.011749}).endswith("lr=0.0117, 1 epoch")
+
+
+def test_unstable_runs_are_shown_apart_from_healthy_ones():
+    # loss 2.3 -> 40 (above 10 x the first step's) and back: finite, so not diverged, but unstable
+    blown = run(0.2, "norm:5", val=0.3)
+    blown.loss = [2.3, 40.0, 2.0]
+    calm = run(0.2, "norm:5", seed=1, val=0.32)
+    assert blown.status == "unstable" and calm.status == "ok"
+    rows = sweeps.sweep_table([run(0.2, "none", val=0.3), blown, calm])
+    row = next(r for r in rows if r.method == "norm")
+    assert (row.diverged, row.unstable) == (0, 1)
+    lines = sweeps.format_table(rows).splitlines()
+    assert lines[0].split()[6:8] == ["diverged", "unstable"]
+    assert lines[2].split() == ["norm", "clipping,", "c=5", "31.0", "30.0", "32.0", "0/2", "1/2", "!", "0%", "1.00"]
+    assert lines[1].split() == ["no", "clipping", "30.0", "30.0", "0/1", "0/1", "0%", "1.00"]
+    assert "Unstable runs (finite loss that blew up past 10 times its first value) at c = 5 (1/2)." in \
+        sweeps.describe_method(rows, "norm")
+
+
+def test_a_threshold_that_clips_every_step_is_called_a_smaller_lr_only_against_its_matched_run():
+    # c = 0.1 clips every step (before 2, 4 > 0.1); validation 50% for the clipped run
+    rows = sweeps.sweep_table([run(0.2, "none", val=0.2), run(0.2, "norm:0.1", val=0.5, after=(0.1, 0.1))])
+    alone = sweeps.describe_method(rows, "norm")
+    assert "much like a smaller learning rate" not in alone
+    assert "was not measured here (no unclipped run at its matched learning rate)" in alone
+    for matched_val, words in [(0.495, "ended alike, 49.5% vs 50.0% on validation: here clipping acted as a smaller "
+                                       "learning rate."),
+                               (0.30, "ended lower, 30.0% vs 50.0% on validation: clipping did more than a smaller "
+                                      "learning rate here."),
+                               (0.60, "ended higher, 60.0% vs 50.0% on validation: a smaller learning rate alone did "
+                                      "better here.")]:
+        runs = [run(0.2, "none", val=0.2), run(0.2, "norm:0.1", val=0.5, after=(0.1, 0.1)),
+                run(0.00750, "none", val=matched_val)]
+        pairs = sweeps.matched_rows(runs, {"0.2-norm:0.1-0": "0.0075-none-0"})
+        text = sweeps.describe_setting(sweeps.sweep_table(runs[:2]), matched=pairs)
+        assert "The unclipped run at its matched learning rate (lr 0.0075, 1 seed) " + words in text
+
+
+@pytest.fixture(scope="module")
+def shipped_runs():
+    from gradkit.runs import load_sweep
+
+    folder = sweeps.SHIPPED_RESULTS
+    if not (folder / "summary.csv").is_file():
+        pytest.skip("the shipped sweep (results/) is not here")
+    return folder, load_sweep(folder)
+
+
+def _setting(runs, model, lr=None):
+    """The rows of sweep_table for one shipped setting: ``model`` (and ``lr``), unclipped seed 0 as the key."""
+    key = next(sweeps.setting_key(h.config) for h in runs if h.config["model"] == model and h.config["clip"] == "none"
+               and (lr is None or h.config["lr"] == lr))
+    return [r for r in sweeps.sweep_table(runs) if r.setting == key]
+
+
+def test_the_shipped_sweep_meets_the_bar(shipped_runs):
+    """Issue 10's bar, read from results/: setting A learns, setting B is rescued by clipping, and every clipped
+    seed-0 run of settings A, B and C that shrank its gradients has its matched-learning-rate run."""
+    import csv
+
+    folder, runs = shipped_runs
+    # Setting A (SeedCNN, lr 0.05): the run best on validation passes 55% test accuracy after >= 10 epochs.
+    a = [h for h in runs if h.config["model"] == "seed_cnn" and h.config["lr"] == 0.05]
+    best_a = max(a, key=lambda h: h.final_val_acc or 0.0)
+    assert best_a.config["epochs"] >= 10 and best_a.config["subset"] >= 10000 and best_a.final_test_acc > 0.55
+    # Setting B (lr 0.2): the best clipped row beats no clipping by far more than either's seed spread.
+    rows_b = _setting(runs, "seed_cnn", 0.2)
+    base = next(r for r in rows_b if r.method == "none")
+    best_b = max((r for r in rows_b if r.method != "none"), key=lambda r: r.val_mean)
+    assert len(base.val_accuracies) >= 2 and len(best_b.val_accuracies) >= 2
+    assert best_b.val_mean - base.val_mean > max(0.2, 3 * max(base.val_spread, best_b.val_spread))
+    # Matched runs: for every clipped seed-0 run of A, B (SeedCNN at 0.05, 0.2) and C (the PlainCNN) with mean
+    # scale <= 0.95, an unclipped run at lr * mean scale, otherwise the same config.
+    matched = sweeps.load_matched(folder)
+    by_id = {sweeps.run_id(h): h for h in runs}
+    clipped = [h for h in runs if h.config["clip"] != "none" and h.config["seed"] == 0
+               and (h.config["model"] == "plain_cnn" or h.config["lr"] in (0.05, 0.2))]
+    needs = [h for h in clipped if sweeps.mean_scale(h) <= 0.95]
+    assert {h.config["model"] for h in needs} == {"seed_cnn", "plain_cnn"}
+    for h in needs:
+        m = by_id[matched[sweeps.run_id(h)]]
+        assert m.config["clip"] == "none" and m.config["lr"] == sweeps.matched_lr(h)
+        same = ("model", "model_kw", "epochs", "schedule", "subset", "val", "seed", "batch_size")
+        assert {k: m.config.get(k) for k in same} == {k: h.config.get(k) for k in same}
+    # summary.csv lists every run, with the best epoch chosen on validation and no best-on-test column
+    rows = list(csv.DictReader(open(folder / "summary.csv")))
+    assert {r["run_id"] for r in rows} == set(by_id)
+    assert "best_val_acc" in rows[0] and "test_acc_at_best_val" in rows[0] and "best_test_acc" not in rows[0]
