@@ -148,7 +148,9 @@ class SweepRow:
     """One clip setting of one training setting over its seeds (a row of :func:`sweep_table`).
 
     ``val_accuracies``: final validation accuracy per seed (what settings are chosen on);
-    ``accuracies``: final test accuracy per seed (report it for the chosen setting only)."""
+    ``accuracies``: final test accuracy per seed (report it for the chosen setting only);
+    ``diverged``: runs whose loss became NaN/inf; ``unstable``: runs whose loss stayed finite but blew
+    up (``History.status == "unstable"``: some step's loss above 10 times the first step's)."""
 
     setting: str
     label: str
@@ -161,6 +163,7 @@ class SweepRow:
     run_ids: list[str] = field(default_factory=list)
     val_accuracies: list[float] = field(default_factory=list)
     scale: float = math.nan
+    unstable: int = 0
 
     @property
     def mean(self) -> float:
@@ -210,8 +213,8 @@ def matched_lr(h: Any, digits: int = 3) -> float:
 
 def sweep_table(histories: Iterable[Any]) -> list[SweepRow]:
     """Group runs by (setting, method, threshold) over seeds: final validation and test accuracies
-    (diverged = chance), number diverged, mean seconds per run, mean clip rate and mean gradient scale
-    (:func:`mean_scale`). Rows are ordered by setting, then "none" first, then method (in
+    (diverged = chance), number diverged and number unstable (a finite loss that blew up,
+    ``History.status``), mean seconds per run, mean clip rate and mean gradient scale (:func:`mean_scale`). Rows are ordered by setting, then "none" first, then method (in
     :data:`gradkit.clip.METHODS` order) and threshold."""
     groups: dict[tuple[str, str, float | None], list[Any]] = {}
     for h in histories:
@@ -229,6 +232,7 @@ def sweep_table(histories: Iterable[Any]) -> list[SweepRow]:
             clip_rate=float(np.mean(rates)) if rates else math.nan, run_ids=[run_id(h) for h in runs],
             val_accuracies=[] if any(math.isnan(v) for v in vals) else vals,
             scale=float(np.nanmean([mean_scale(h) for h in runs])) if any(h.grad_norm_before for h in runs) else math.nan,
+            unstable=sum(getattr(h, "status", "ok") == "unstable" for h in runs),
         ))
     rows.sort(key=lambda r: (r.setting, METHODS.index(r.method), r.threshold or 0.0))
     return rows
@@ -284,7 +288,8 @@ def _noise(a: SweepRow, b: SweepRow, tolerance: float) -> float:
     return max(tolerance, a.val_spread, b.val_spread)
 
 
-def describe_method(rows: Sequence[SweepRow], method: str, tolerance: float = 0.01) -> str:
+def describe_method(rows: Sequence[SweepRow], method: str, tolerance: float = 0.01,
+                    matched: Sequence["MatchedRow"] = ()) -> str:
     """Sentences, computed from the numbers, on what one method's thresholds did for one setting.
 
     Everything is compared on mean *validation* accuracy over seeds. Names the best threshold, its
@@ -293,6 +298,9 @@ def describe_method(rows: Sequence[SweepRow], method: str, tolerance: float = 0.
     threshold cost, whether the largest one ended like no clipping, and which thresholds diverged.
     A difference is called real only when it exceeds both ``tolerance`` and the seed spread
     (max - min) of the two rows compared. ``rows``: one setting's rows of :func:`sweep_table`.
+    When the best threshold clipped nearly every step, ``matched`` (:func:`matched_rows`) says whether
+    that was only a smaller learning rate: the unclipped run at its matched rate, when there is one
+    (:func:`matched_note`); else the sentence says it was not compared.
     """
     best, near = best_threshold(rows, method, tolerance)
     mine = sorted((r for r in rows if r.method == method), key=lambda r: r.threshold)
@@ -318,7 +326,7 @@ def describe_method(rows: Sequence[SweepRow], method: str, tolerance: float = 0.
         how = (f": every gradient rescaled to norm {sym} (with momentum the step itself can still reach "
                f"about lr*{sym}/(1-m))") if method == "norm" else ""
         text.append(f"The best threshold clipped nearly every step{how}; there clipping no longer guards "
-                    "against rare spikes, it changes every step, much like a smaller learning rate.")
+                    f"against rare spikes, it rescales every step. {matched_note(best, matched, tolerance)}")
     if near is not best:
         text.append(f"The smallest threshold within {pts} of the best: {at(near)}.")
     low, high = mine[0], mine[-1]
@@ -332,13 +340,44 @@ def describe_method(rows: Sequence[SweepRow], method: str, tolerance: float = 0.
     diverged = [f"{fmt(r.threshold)} ({r.diverged}/{len(r.accuracies)})" for r in mine if r.diverged]
     if diverged:
         text.append(f"Diverged runs at {sym} = {', '.join(diverged)}.")
+    unstable = [f"{fmt(r.threshold)} ({r.unstable}/{len(r.accuracies)})" for r in mine if r.unstable]
+    if unstable:
+        text.append(f"Unstable runs (finite loss that blew up past 10 times its first value) at {sym} = "
+                    f"{', '.join(unstable)}.")
     return " ".join(text)
 
 
-def describe_setting(rows: Sequence[SweepRow], tolerance: float = 0.01) -> str:
-    """One paragraph on one setting: the unclipped runs, then :func:`describe_method` per method.
-    Accuracies are validation accuracies (percentages in brackets), except the test accuracy named
-    for each method's chosen threshold."""
+def matched_note(row: SweepRow, matched: Sequence["MatchedRow"], tolerance: float = 0.01) -> str:
+    """One sentence on whether a clip setting (``row``) was only a smaller learning rate: its
+    :class:`MatchedRow` in ``matched`` (same setting, method and threshold) compared by
+    :meth:`MatchedRow.verdict`; when there is none, a sentence saying it was not compared.
+
+    >>> r = SweepRow("k", "s", "norm", 1.0, [0.5], 0, 1.0, 1.0, val_accuracies=[0.5])
+    >>> matched_note(r, [])
+    'Whether it did more than a smaller learning rate was not measured here (no unclipped run at its matched learning rate).'
+    >>> matched_note(r, [MatchedRow("k", "s", "norm", 1.0, [0.50], [0.40], [0.01], 0.2)])
+    'The unclipped run at its matched learning rate (lr 0.01, 1 seed) ended lower, 40.0% vs 50.0% on validation: clipping did more than a smaller learning rate here.'
+    """
+    m = next((m for m in matched if (m.setting, m.method, m.threshold) == (row.setting, row.method, row.threshold)), None)
+    if m is None:
+        return ("Whether it did more than a smaller learning rate was not measured here (no unclipped run at its "
+                "matched learning rate).")
+    n = len(m.clipped)
+    where = (f"The unclipped run{'s' if n > 1 else ''} at its matched learning rate (lr {'/'.join(fmt(lr) for lr in m.lrs)}, "
+             f"{n} seed{'s' if n > 1 else ''})")
+    pair = f"{100 * np.mean(m.matched):.1f}% vs {100 * np.mean(m.clipped):.1f}% on validation"
+    verdict = m.verdict(tolerance)
+    if verdict == "like a smaller lr":
+        return f"{where} ended alike, {pair}: here clipping acted as a smaller learning rate."
+    if verdict == "better than a smaller lr":
+        return f"{where} ended lower, {pair}: clipping did more than a smaller learning rate here."
+    return f"{where} ended higher, {pair}: a smaller learning rate alone did better here."
+
+
+def describe_setting(rows: Sequence[SweepRow], tolerance: float = 0.01, matched: Sequence["MatchedRow"] = ()) -> str:
+    """One paragraph on one setting: the unclipped runs, then :func:`describe_method` per method
+    (``matched``: :func:`matched_rows`, passed on). Accuracies are validation accuracies (percentages
+    in brackets), except the test accuracy named for each method's chosen threshold."""
     if not rows:
         raise ValueError("rows is empty: pass the rows of one setting from sweep_table()")
     base = next((r for r in rows if r.method == "none"), None)
@@ -347,9 +386,11 @@ def describe_setting(rows: Sequence[SweepRow], tolerance: float = 0.01) -> str:
         _require_val([base])
         n = len(base.accuracies)
         state = f"{base.diverged} of {n} diverged" if base.diverged else f"none of {n} diverged"
+        if base.unstable:
+            state += f", {base.unstable} of {n} unstable (finite loss that blew up)"
         parts.append(f"Without clipping: {100 * base.val_mean:.1f}% ({state}).")
     methods = [m for m in METHODS if m != "none" and any(r.method == m for r in rows)]
-    parts += [describe_method(rows, m, tolerance) for m in methods]
+    parts += [describe_method(rows, m, tolerance, matched) for m in methods]
     return " ".join(parts)
 
 
@@ -438,22 +479,25 @@ def swept_thresholds(histories: Iterable[Any], method: str, **config: Any) -> li
 
 def format_table(rows: Sequence[SweepRow]) -> str:
     """A text table of :func:`sweep_table` rows: clip setting, mean and per-seed final *validation*
-    accuracy (%), runs diverged, share of steps clipped and the mean factor the gradients were scaled by.
+    accuracy (%), runs diverged (loss NaN/inf), runs unstable (finite loss that blew up, ``History.status``),
+    share of steps clipped and the mean factor the gradients were scaled by.
     Test accuracy is left out on purpose: report it for the chosen row only (:func:`report_choice`).
     Training time is left out too: on a shared machine it measures the load, not the method.
 
     >>> print(format_table([SweepRow("k", "s", "norm", 1.0, [0.5, 0.25], 0, 3.0, 0.2, val_accuracies=[0.5, 0.3], scale=0.9)]))
-    clip                      val acc %   per seed      diverged  clipped  scale
-    norm clipping, c=1             40.0   50.0 30.0     0/2           20%   0.90
+    clip                      val acc %   per seed      diverged  unstable  clipped  scale
+    norm clipping, c=1             40.0   50.0 30.0     0/2       0/2           20%   0.90
     """
-    lines = [f"{'clip':<26}{'val acc %':>9}   {'per seed':<14}{'diverged':<10}{'clipped':>7}{'scale':>7}"]
+    lines = [f"{'clip':<26}{'val acc %':>9}   {'per seed':<14}{'diverged':<10}{'unstable':<10}{'clipped':>7}{'scale':>7}"]
     for r in rows:
         spec = "none" if r.threshold is None else f"{r.method}:{r.threshold:g}"
         seeds = " ".join(f"{100 * a:.1f}" for a in r.val_accuracies) or "-"
         rate = "-" if math.isnan(r.clip_rate) else f"{100 * r.clip_rate:.0f}%"
         scale = "-" if math.isnan(r.scale) else f"{r.scale:.2f}"
         diverged = f"{r.diverged}/{len(r.accuracies)}"
-        lines.append(f"{plots.spec_label(spec):<26}{100 * r.val_mean:>9.1f}   {seeds:<14}{diverged:<10}"
+        # flagged: an unstable run's accuracy is that of a run that blew up, not of a healthy one
+        unstable = f"{r.unstable}/{len(r.accuracies)}" + (" !" if r.unstable else "")
+        lines.append(f"{plots.spec_label(spec):<26}{100 * r.val_mean:>9.1f}   {seeds:<14}{diverged:<10}{unstable:<10}"
                      f"{rate:>7}{scale:>7}")
     return "\n".join(lines)
 

@@ -296,8 +296,8 @@ def test_best_threshold_and_table_text():
                     "every gradient shrunk, learning slowed. The largest, c=10 (30.0%, 0% of steps clipped), ended "
                     "within 1 point of no clipping: so large a threshold stops acting.")
     table = sweeps.format_table(rows).splitlines()
-    assert table[1].split() == ["no", "clipping", "30.0", "30.0", "30.0", "0/2", "0%", "0.50"]
-    assert table[3].split()[-6:] == ["34.5", "34.5", "34.5", "0/2", "100%", "0.50"]
+    assert table[1].split() == ["no", "clipping", "30.0", "30.0", "30.0", "0/2", "0/2", "0%", "0.50"]
+    assert table[3].split()[-7:] == ["34.5", "34.5", "34.5", "0/2", "0/2", "100%", "0.50"]
 
 
 def test_sweep_configs_and_bad_methods():
