@@ -166,9 +166,9 @@ CASES = {
     "02.p2": ([0.3, 0.5], [30.0, 0.01]),
     "03.p1": ([0.5, 0.42], [0.0, 1.0, 50.0], {"norms": [0.5, 1.5, 2.5, 3.5]}),
     "04.1": ([WITHIN[0]], WITHIN[1:] + OUTSIDE + [0.123]),
-    "04.2": ([{**BEST_B, "keeps_direction": "norm"}],
-             [{**BEST_B, "keeps_direction": "value"}, {**BEST_B, "norm": OTHER_NORM_B, "keeps_direction": "norm"},
-              {"norm": BEST_B["norm"]}]),
+    "04.2": ([{**BEST_B, "keeps_step_below": "norm"}],
+             [{**BEST_B, "keeps_step_below": "value"}, {**BEST_B, "norm": OTHER_NORM_B, "keeps_step_below": "norm"},
+              {**BEST_B, "keeps_direction": "norm"}, {"norm": BEST_B["norm"]}]),
     "04.p1": ([SMALLEST_RATE, min(1.0, SMALLEST_RATE + 0.05)], [abs(SMALLEST_RATE - 0.5), SMALLEST_RATE - 0.3 if SMALLEST_RATE > 0.5 else SMALLEST_RATE + 0.3]),
     "07.1": ([64, 64.0], [1, 8, 1 / 64]),
     "implement.norm": ([my_clip_norm], [per_tensor_norm, my_clip_value, lambda g, c: [x * c for x in g], "not a function"]),
@@ -212,6 +212,75 @@ def test_wrong_answers_never_print_the_expected_number():
         assert "4" not in check("00.2", answer).message.replace("(3, 4)", "")
     wrong = check("04.1", OUTSIDE[0]).message
     assert f"c = {WITHIN[0]:g}" not in wrong and f"{WITHIN[0]:g} " not in wrong
+
+
+def test_wrong_answers_give_no_formula_that_is_one_step_from_the_answer():
+    # 07.1 once said "the mean divides the sum by the batch size" and "the gradient is linear in the loss";
+    # bug.6 "the factor is min(1, c / ||g||) for ||g|| = 5": each the answer, one division away.
+    for answer in (1, 8):
+        text = str(check("07.1", answer, batch=64)).lower()
+        assert "batch size" not in text and "linear" not in text and "64" not in text, text
+    text = str(check("bug.6", (1.0, "none")))
+    assert "min(1" not in text and "c / ||g||" not in text, text
+
+
+def test_step_bound_of_setting_b_read_from_the_runs():
+    """04.2's answer: norm clipping's best run stays below lr * c / (1 - m), value clipping's does not."""
+    from gradkit import sweeps
+    from gradkit.lessons.exercises import SETTING_B, _setting_runs, step_over_bound
+
+    runs = _setting_runs(*SETTING_B)
+    rows = sweeps.sweep_table(runs)
+    best = {m: sweeps.best_threshold(rows, m)[0] for m in ("norm", "value")}
+    by_hand = {}
+    for method, row in best.items():
+        mine = [h for h in runs if h.config["run_id"] in row.run_ids]
+        by_hand[method] = max(max(h.step_norm) for h in mine) / (0.2 * row.threshold / (1 - 0.9))
+    assert by_hand["norm"] <= 1 < by_hand["value"]
+    for method, row in best.items():
+        assert step_over_bound(runs, row) == pytest.approx(by_hand[method], rel=1e-9)
+
+
+def _words(text: str) -> str:
+    """Markdown as words: code, emphasis and TeX marks dropped, whitespace collapsed, lower case."""
+    return re.sub(r"\s+", " ", re.sub(r"[`*$]", "", text)).strip().lower()
+
+
+def _exercise_items(notebook: Path) -> dict[int, str]:
+    """The numbered items of a lesson's "## Exercises" section: {1: text, 2: text, 3: text}."""
+    nb = nbformat.read(str(notebook), as_version=4)
+    [cell] = [c for c in nb.cells if c.cell_type == "markdown" and re.search(r"^## Exercises\s*$", c.source, re.M)]
+    section = re.split(r"^## Exercises\s*$", cell.source, flags=re.M)[1]
+    parts = re.split(r"^(\d+)\. ", section, flags=re.M)
+    return {int(n): _words(text) for n, text in zip(parts[1::2], parts[2::2])}
+
+
+def _solution_sections(notebook: Path) -> dict[int, str]:
+    """Each "## Exercise k" of a solutions notebook: its heading and the markdown under it in that cell."""
+    found = {}
+    for cell in nbformat.read(str(notebook), as_version=4).cells:
+        if cell.cell_type == "markdown":
+            for m in re.finditer(r"^## Exercise (\d+)(.*?)(?=^## |\Z)", cell.source, re.M | re.S):
+                found[int(m.group(1))] = _words(m.group(2))
+    return found
+
+
+@pytest.mark.parametrize("lesson", sorted(p.name for p in NOTEBOOKS.glob("0[0-9]_*.ipynb")))
+def test_lesson_registry_and_solution_tell_the_same_exercise(lesson):
+    """The exercise's key phrase is in the lesson's Exercises item, the registry's question and the solution.
+
+    Lesson 03's third exercise asked for momentum=0.0 while registry and solution raised the learning rate;
+    lesson 04's third asked for the dead-unit cell while both solved a suggest_threshold exercise."""
+    items = _exercise_items(NOTEBOOKS / lesson)
+    solutions = _solution_sections(NOTEBOOKS / "solutions" / f"{lesson[:2]}_solutions.ipynb")
+    assert sorted(items) == [1, 2, 3] and sorted(solutions) == [1, 2, 3], (sorted(items), sorted(solutions))
+    for k in (1, 2, 3):
+        ex = EXERCISES[f"{lesson[:2]}.{k}"]
+        key = _words(ex.key)
+        assert key, f"{ex.id} has no key phrase"
+        assert key in items[k], (ex.id, "lesson", key, items[k])
+        assert key in _words(ex.question), (ex.id, "registry", key, ex.question)
+        assert key in solutions[k], (ex.id, "solution", key, solutions[k][:300])
 
 
 def test_no_answer_repeats_the_question_and_open_exercises_say_so():

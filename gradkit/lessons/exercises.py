@@ -56,7 +56,12 @@ class Feedback:
 
 @dataclass(frozen=True)
 class Exercise:
-    """One exercise: where it is taught, the question in one line, and its checker (None: open)."""
+    """One exercise: where it is taught, the question in one line, and its checker (None: open).
+
+    ``key`` is a phrase of the exercise as the lesson's Exercises cell words it; the question and the
+    solution notebook's section for the exercise repeat it, so a test finds all three telling the same
+    exercise (empty for the predictions and the classroom notebooks, which have no Exercises cell).
+    """
 
     id: str
     notebook: str
@@ -64,6 +69,7 @@ class Exercise:
     question: str
     hint: str
     checker: Checker | None = None
+    key: str = ""
 
     @property
     def where(self) -> str:
@@ -361,12 +367,30 @@ SETTING_A = ("seed_cnn", 0.05)
 SETTING_B = ("seed_cnn", 0.2)
 
 
-def _setting_rows(model: str, lr: float) -> list:
-    from gradkit import shipped, sweeps
+def _setting_runs(model: str, lr: float) -> list:
+    from gradkit import shipped
     from gradkit.runs import load_sweep
 
-    runs = [h for h in load_sweep(shipped.results_dir()) if h.config["model"] == model and h.config["lr"] == lr]
-    return sweeps.sweep_table(runs)
+    return [h for h in load_sweep(shipped.results_dir()) if h.config["model"] == model and h.config["lr"] == lr]
+
+
+def _setting_rows(model: str, lr: float) -> list:
+    from gradkit import sweeps
+
+    return sweeps.sweep_table(_setting_runs(model, lr))
+
+
+def step_over_bound(runs: Sequence[Any], row: Any) -> float:
+    """The longest step of ``row``'s runs over the momentum bound lr * c / (1 - m) (> 1: above the bound).
+
+    The bound is norm clipping's: with ||g|| <= c every step of SGD with momentum m is at most
+    lr * c * (1 + m + m^2 + ...) = lr * c / (1 - m). Lesson 04's step panels draw the same line.
+    """
+    ids = set(row.run_ids)
+    mine = [h for h in runs if h.config["run_id"] in ids]
+    config = mine[0].config
+    bound = config["lr"] * row.threshold / (1 - config["momentum"])
+    return max(max(h.step_norm) for h in mine) / bound
 
 
 def _c04_1(answer: Any) -> tuple[bool, str]:
@@ -390,16 +414,21 @@ def _c04_1(answer: Any) -> tuple[bool, str]:
 def _c04_2(answer: Any) -> tuple[bool, str]:
     from gradkit import sweeps
 
-    if not isinstance(answer, dict) or set(answer) != {"norm", "value", "keeps_direction"}:
-        return False, 'the answer should be a dict with keys "norm", "value" (best thresholds) and "keeps_direction".'
-    rows = _setting_rows(*SETTING_B)
+    if not isinstance(answer, dict) or set(answer) != {"norm", "value", "keeps_step_below"}:
+        return False, 'the answer should be a dict with keys "norm", "value" (best thresholds) and "keeps_step_below".'
+    runs = _setting_runs(*SETTING_B)
+    rows = sweeps.sweep_table(runs)
+    over = {}
     for method in ("norm", "value"):
         best, _ = sweeps.best_threshold(rows, method)
         if not _close(_number(answer[method], f'answer["{method}"]'), best.threshold):
             return False, f"the best {method} threshold of setting B is another one: read the accuracy panel."
-    if answer["keeps_direction"] != "norm":
-        return False, "one of the two multiplies the whole gradient by one number; which one?"
-    return True, "norm clipping's step-size factor is one number per step: it keeps the direction."
+        over[method] = step_over_bound(runs, best)
+    below = [m for m, ratio in over.items() if ratio <= 1]
+    if answer["keeps_step_below"] not in below:
+        return False, "compare each method's longest step with the dotted line lr * c / (1 - m) of its step panel."
+    return True, ", ".join(f"{m}: longest step {ratio:.3g} times lr * c / (1 - m)" for m, ratio in over.items()) + (
+        "; value clipping's c bounds each element, so its gradient can be sqrt(n) times longer than c.")
 
 
 def _c04_p1(answer: Any) -> tuple[bool, str]:
@@ -419,7 +448,7 @@ def _c07_1(answer: Any, batch: int = 64) -> tuple[bool, str]:
     ratio = _number(answer)
     if _close(ratio, batch, rel=1e-3):
         return True, "the gradient is linear in the loss: summing B losses multiplies it by B."
-    return False, "compare the two losses: the mean divides the sum by the batch size."
+    return False, "that is not the ratio of the two gradient norms on one batch."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,7 +609,7 @@ def _c_threshold_one(answer: Any) -> tuple[bool, str]:
 
     factor, spec = _parts(answer, 2)
     if not _close(_number(factor, "the factor"), 0.2, abs_=1e-4):
-        return False, "c = 1 is a length: the factor is min(1, c / ||g||) for ||g|| = 5."
+        return False, "that is not the factor norm:1.0 applies to a gradient of norm 5: measure it with gradkit.clip."
     try:
         method = clipper(spec).method
     except ValueError:
@@ -613,17 +642,21 @@ IMPL, BUGS = "implement_clipping.ipynb", "find_the_bug.ipynb"
 
 EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     Exercise("00.1", L00, "A first clipped gradient", "For g = (0.3, 0.4) and c = 1: (norm-clipped, value-clipped) as two pairs of numbers.",
-             "compare ||g|| with c, and each |g_i| with c, before clipping anything.", _c00_1),
+             "compare ||g|| with c, and each |g_i| with c, before clipping anything.", _c00_1, key="(0.3, 0.4)"),
     Exercise("00.2", L00, "A first clipped gradient", "For g = (3, 4): the smallest value-clipping threshold c that leaves the direction unchanged (a number).",
-             "value clipping turns the vector as soon as it cuts one element and not the other.", _c00_2),
+             "value clipping turns the vector as soon as it cuts one element and not the other.", _c00_2, key="g = (3, 4)"),
     Exercise("00.3", L00, "Step zero: the doctor", "Run the CIFAR-10 check with GRADKIT_DATA pointing at a folder that does not exist.",
-             "read the fix line the doctor prints."),
-    Exercise("01.1", L01, "1. Products of random matrices", "The scale s at which the drift formula is exactly 0 for n = 64 (a number).",
-             "set the drift formula to 0 and solve for log s.", _c01_1),
-    Exercise("01.2", L01, "2. A deep MLP at initialisation", "(per-layer factor estimate, a std that makes the profile flat, does the saturated share stay at 0? True/False).",
-             "per layer: sigma_w * sqrt(n) * rms(sigma'); the table in section 2 gives Xavier's sigma_w.", _c01_2),
-    Exercise("01.3", L01, "4. What fixes vanishing, and what clipping does", 'A dict {"clip": (ratio, total), "batchnorm": (...), "residual": (...)}.',
-             "measure each with toys.mlp_profile(depth=50, width=64, activation='tanh', init='normal', std=0.3, batch=128, seed=0, ...).", _c01_3),
+             "read the fix line the doctor prints.", key="a folder that does not exist"),
+    Exercise("01.1", L01, "1. Products of random matrices", "The scale s that makes the drift formula exactly 0 for n = 64 (a number).",
+             "set the drift formula to 0 and solve for log s.", _c01_1, key="makes the drift formula exactly 0"),
+    Exercise("01.2", L01, "2. A deep MLP at initialisation", "Sigmoid with Xavier init at depth 20: (per-layer factor estimate, a std that makes the profile flat, "
+             "does the saturated share stay at 0? True/False).",
+             "per layer: sigma_w * sqrt(n) * rms(sigma'); the table in section 2 gives Xavier's sigma_w.", _c01_2,
+             key="sigmoid with Xavier init at depth 20"),
+    Exercise("01.3", L01, "4. What fixes vanishing, and what clipping does", 'Clip at norm:1.0, then BatchNorm, then residual, in the exploding setting: '
+             'a dict {"clip": (ratio, total), "batchnorm": (...), "residual": (...)}.',
+             "measure each with toys.mlp_profile(depth=50, width=64, activation='tanh', init='normal', std=0.3, batch=128, seed=0, ...).", _c01_3,
+             key="BatchNorm, then residual"),
     Exercise("01.p1", L01, "1. Products of random matrices", "Before the slider: the median norm after 50 layers at s = 1.5, width 64 (a number).",
              "the typical norm changes by about s per layer.", _c01_p1),
     Exercise("01.p2", L01, "2. A deep MLP at initialisation", "Before the slider: the first/last gradient ratio of ReLU + Kaiming at depth 20, width 64 (a number).",
@@ -631,59 +664,76 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     Exercise("01.p3", L01, "3. A recurrence: the same matrix $T$ times", "Before the slider: ||dL/dh_0|| for an orthogonal matrix with rho = 0.95 and T = 100 (a number).",
              "for a scaled orthogonal matrix every step back multiplies the gradient norm by exactly rho.", _c01_p3),
     Exercise("02.1", L02, "2. The geometry in two dimensions", "Three 2-D gradients that value clipping at c = 1 shortens without turning (a list of three pairs).",
-             "value clipping turns the vector when it cuts some elements and not others.", _c02_1),
+             "value clipping turns the vector when it cuts some elements and not others.", _c02_1,
+             key="value clipping at c = 1 shortens without turning"),
     Exercise("02.2", L02, "3. Verification: gradkit, torch and a hand computation agree",
              "The cosine between norm clipping at c = 1 and value clipping at c/sqrt(n) of g = (2, -2, 2, 5) (a number).",
-             "clip two copies with gradkit.clip_grad_norm and gradkit.clip_grad_scaled_value, then compare them.", _c02_2),
-    Exercise("02.3", L02, "4. The cliff", "(largest lr with every unclipped step shorter than 1 over 60 steps, longest clipped step at lr = 1 with c = 2).",
-             "toys.descend(lr, 60) returns every step's length in .step.", _c02_3),
+             "clip two copies with gradkit.clip_grad_norm and gradkit.clip_grad_scaled_value, then compare them.", _c02_2,
+             key="g = (2, -2, 2, 5)"),
+    Exercise("02.3", L02, "4. The cliff", "(the largest lr at which plain gradient descent has every step shorter than 1 over 60 steps, "
+             "the longest clipped step at lr = 1 with c = 2).",
+             "toys.descend(lr, 60) returns every step's length in .step.", _c02_3, key="every step shorter than 1"),
     Exercise("02.p1", L02, "2. The geometry in two dimensions", "Before the slider: by how many degrees does value clipping at c = 1 turn g = (2, 0.5)?",
              "clamp each element to [-1, 1], then compare the two angles with the x axis.", _c02_p1),
     Exercise("02.p2", L02, "4. The cliff", "Before the slider: the longest unclipped step at lr = 0.05 over 60 steps (a number).",
              "a step is lr times the gradient's length; how steep is the wall?", _c02_p2),
-    Exercise("03.1", L03, "The gradient norm before clipping", "Rerun with threshold 2.0 and 5.0: share clipped, and does the clipped run follow the unclipped one?",
-             "compare the threshold with the median norm printed under the figure."),
-    Exercise("03.2", L03, "The gradient norm before clipping", "Train without clipping at lr * s: is its loss curve close to the clipped run's?",
-             "norm clipping multiplies the step by c / ||g|| whenever it acts."),
-    Exercise("03.3", L03, "Two runs: no clipping, and norm clipping at c = 0.5", "Raise lr to 0.1 and 0.3: does the unclipped run still train, and does c = 0.5 change the outcome?",
-             "History.diverged and the gradient-norm figure tell whether a step blew up."),
+    Exercise("03.1", L03, "The gradient norm before clipping", "Set threshold to 2.0 and then 5.0 and rerun: share clipped, and does the clipped run follow the unclipped one?",
+             "compare the threshold with the median norm printed under the figure.", key="threshold to 2.0 and then 5.0"),
+    Exercise("03.2", L03, "The gradient norm before clipping", "Train without clipping at lr = 0.01 * s (s: the mean gradient scale): is its loss curve close to the clipped run's?",
+             "norm clipping multiplies the step by c / ||g|| whenever it acts.", key="without clipping at lr = 0.01 * s"),
+    Exercise("03.3", L03, "The step actually taken",
+             "Train the clipped run with momentum=0.0: where do its steps sit relative to lr · c now?",
+             "the section's two lines say what bounds a step with momentum and without.", key="momentum=0.0"),
     Exercise("03.p1", L03, "Try a threshold", "Before the slider: the share of the unclipped run's steps above c = 2 (between 0 and 1).",
              "where does c = 2 lie in the norm trace of the unclipped run?", _c03_p1),
     Exercise("04.1", L04, "The explorer", "Setting A: the smallest norm threshold whose validation accuracy is within 1 point of no clipping (a number from the sweep).",
-             "read the accuracy-against-threshold panel of setting A from the right.", _c04_1),
-    Exercise("04.2", L04, "Setting B: a learning rate too high", 'A dict {"norm": best c, "value": best c, "keeps_direction": "norm" or "value"} for setting B.',
-             "sweeps.best_threshold gives each method's best row; the step-size factor panel shows what each does.", _c04_2),
-    Exercise("04.3", L04, "Measuring a threshold before training", "suggest_threshold on setting C's model: where do its suggestions fall against the sweep's best?",
-             "a suggestion is read from an unclipped run: is setting C's unclipped run healthy?"),
+             "read the accuracy-against-threshold panel of setting A from the right.", _c04_1,
+             key="smallest norm threshold whose validation accuracy is within 1 point of no clipping"),
+    Exercise("04.2", L04, "Setting B: a learning rate too high",
+             "Setting B, each method at its best threshold on validation: which one keeps the step below lr · c / (1 − m)? "
+             'A dict {"norm": best c, "value": best c, "keeps_step_below": "norm" or "value"}.',
+             "sweeps.best_threshold gives each method's best row; each run's History.step_norm holds its steps.", _c04_2,
+             key="keeps the step below lr · c / (1 − m)"),
+    Exercise("04.3", L04, "Setting C: a deep plain network at a high learning rate",
+             'Run the dead-unit cell with clip="norm:0.1" and then "agc:0.01" and a second seed: does each rescue the units in every run?',
+             "a unit is rescued when its share of dead channels stays low to the end; compare the seeds.",
+             key='the dead-unit cell with clip="norm:0.1" and then "agc:0.01"'),
     Exercise("04.p1", L04, "The explorer", "Before the slider: the share of steps clipped at setting A's smallest norm threshold (between 0 and 1).",
              "compare that threshold with the histogram of gradient norms.", _c04_p1),
-    Exercise("05.1", L05, "Accuracy against the threshold, and the loss curves", "Value clipping's thresholds: where does it start to act, compared with norm clipping?",
-             "value clipping's c bounds each entry, norm clipping's the whole vector."),
-    Exercise("05.2", L05, "The table", "At lr 0.2: which thresholds keep the run from collapsing to chance, and how many steps did they clip?",
-             "the clip-rate column says how often each threshold acted."),
-    Exercise("05.3", L05, "Summary, generated from the numbers", "Is 1 point a fair tolerance given the seed spreads? Rerun with 3 seeds.",
-             "compare the 1-point tolerance with the per-seed accuracies in the table."),
-    Exercise("06.1", L06, "The runs", "Add warm-up + norm clipping c = 1 in one run: better than either alone?",
-             "both go into one fit call: schedule= and clip=."),
+    Exercise("05.1", L05, "Accuracy against the threshold, and the loss curves", "Set method = \"value\" and thresholds = [0.0001, 0.001, 0.01, 0.1]: where does value clipping start to act, "
+             "compared with norm clipping?",
+             "value clipping's c bounds each entry, norm clipping's the whole vector.", key='method = "value"'),
+    Exercise("05.2", L05, "The table", "Set lr = 0.2: which thresholds keep the run from collapsing to chance, and how many steps did they clip?",
+             "the clip-rate column says how often each threshold acted.", key="lr = 0.2"),
+    Exercise("05.3", L05, "Summary, generated from the numbers", "Is 1 point a fair tolerance given the seed spreads? Set seeds = 3 and compare.",
+             "compare the 1-point tolerance with the per-seed accuracies in the table.", key="seeds = 3"),
+    Exercise("06.1", L06, "The runs", "Add warm-up + norm clipping c=1 in one run: better than either alone?",
+             "both go into one fit call: schedule= and clip=.", key="warm-up + norm clipping c=1"),
     Exercise("06.2", L06, "The table", "Rerun with seed = 1 and with LR halved: which rows change?",
-             "a run at the edge of stability can tip either way with the seed."),
+             "a run at the edge of stability can tip either way with the seed.", key="seed = 1"),
     Exercise("06.3", L06, "The runs", "max_norm:0.5, below the initial filter norms: what changes, and why does it behave like weight clipping?",
-             "a Kaiming filter's norm is about sqrt(2) at initialisation."),
-    Exercise("07.1", L07, "Claim 3: \"A threshold of 1 means no clipping.\"", "The ratio of the gradient norm with the summed loss to that with the mean loss, for one batch of BATCH images.",
-             "the gradient is linear in the loss.", _c07_1),
+             "a Kaiming filter's norm is about sqrt(2) at initialisation.", key="max_norm:0.5"),
+    Exercise("07.1", L07, "Claim 3: \"A threshold of 1 means no clipping.\"", 'The ratio of the gradient norm with reduction="sum" to that with the mean loss, for one batch of BATCH images.',
+             "compute both norms on the same batch with the same fresh network; claim 3's experiment says how the "
+             "two losses relate.", _c07_1, key='reduction="sum"'),
     Exercise("07.2", L07, "Claim 6: \"More iterations with clipping always give higher accuracy; a larger threshold trains slower.\"",
-             "Add c = 100 and lr 0.5: a setting where a larger threshold trains slower.", "a larger c is slower only when the steps it allows are already too large."),
-    Exercise("07.3", L07, "Claim 7: \"Clipping makes training converge faster.\"", "The smoothness trace of the clipped high-lr run on the same scatter.",
-             "clipping changes where the run goes, not how the landscape is shaped."),
+             "Add c = 100 and lr 0.5: a setting where a larger threshold trains slower.", "a larger c is slower only when the steps it allows are already too large.",
+             key="c = 100"),
+    Exercise("07.3", L07, "Claim 7: \"Clipping makes training converge faster.\"", "Collect smoothness_trace for the clipped high-learning-rate run and draw both runs on the scatter.",
+             "clipping changes where the run goes, not how the landscape is shaped.",
+             key="smoothness_trace for the clipped high-learning-rate run"),
     Exercise("08.1", L08, "1. The adding problem and an RNN that blows up",
              "Thresholds at the 90th percentile and at 10 times the 99th: the share of clipped steps, and does the run survive?",
-             "a threshold at the p-th percentile of the unclipped runs' norms cuts (100 - p)% of *their* steps; the clipped run's own norms differ, so measure; one above every norm never acts."),
+             "a threshold at the p-th percentile of the unclipped runs' norms cuts (100 - p)% of *their* steps; the clipped run's own norms differ, so measure; one above every norm never acts.",
+             key="90th percentile"),
     Exercise("08.2", L08, "2. Many seeds, one table",
              "The learning rate at which every unclipped seed survives, and the steps it needs against the clipped run at the original rate.",
-             "halve the learning rate until no seed diverges, then read each run's test loss against the target step by step."),
+             "halve the learning rate until no seed diverges, then read each run's test loss against the target step by step.",
+             key="the clipped run at the original"),
     Exercise("08.3", L08, "3. What clipping cannot fix: long sequences",
              "An LSTM and an RNN with recurrent weights scaled to rho = 1.5: which vanishes, which explodes, and what does clipping do to each?",
-             "clipping multiplies every gradient entry by the same factor, so it cannot change the ratio between early and late steps."),
+             "clipping multiplies every gradient entry by the same factor, so it cannot change the ratio between early and late steps.",
+             key="lstm"),
     Exercise("implement.norm", IMPL, "1. Norm clipping", "my_clip_norm(grads, c) -> list of tensors.",
              "one factor min(1, c / (||g|| + 1e-6)) for all tensors, ||g|| over every element of every tensor.", _c_impl_norm),
     Exercise("implement.value", IMPL, "2. Value clipping", "my_clip_value(grads, c) -> list of tensors.",
