@@ -24,8 +24,10 @@ for a run that did not finish, and a notebook's previous page is deleted before 
 from __future__ import annotations
 
 import ast
+import hashlib
 import itertools
 import math
+import numbers
 import os
 import re
 import sys
@@ -33,8 +35,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
+from .checks import check_int, check_positive
 from .report_index import MAIN_FIGURE_TAG, read_notebook, write_atomic  # noqa: F401 (MAIN_FIGURE_TAG: public here too)
 from .runtime import get_profile
 from .shipped import lesson_path
@@ -67,8 +70,7 @@ def record(name: str, value: T, note: str = "", fmt: str | None = None) -> T:
     displayed as one output of MIME type ``application/vnd.gradkit.record+json`` (with a one-line
     ``text/plain`` fallback), so it is saved in the executed notebook and :func:`records` reads it
     back. In a live kernel (JupyterLab, VS Code) and outside Jupyter it does nothing. A batch runner is
-    told apart by the request the kernel is answering: it does not allow ``input()`` (``allow_stdin``
-    is false), which every interactive front-end allows.
+    told apart by :func:`batch_runner`.
 
     ``value`` is a number, text, a bool, None, or a list of those (numpy and torch scalars are read
     with ``.item()``); ``fmt`` is a format spec for its text, e.g. ``".1%"`` (default ``.4g`` for floats).
@@ -82,7 +84,7 @@ def record(name: str, value: T, note: str = "", fmt: str | None = None) -> T:
         raise ValueError(f"note must be a string, got {note!r}")
     plain = _plain(value)
     text = _format(plain, fmt)
-    if _batch_run():
+    if batch_runner():
         from IPython.display import display
 
         payload = {"name": name, "value": _finite(plain), "text": text, "note": note}
@@ -135,7 +137,18 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _batch_run() -> bool:
+def batch_runner() -> bool:
+    """True while the kernel runs a cell for a batch runner: papermill, nbclient, nbconvert ``--execute``, nbval.
+
+    Told apart by the request being answered: an ``execute_request`` that does not allow ``input()``
+    (``allow_stdin`` false), which every batch runner sends and every interactive front end (JupyterLab,
+    Notebook, VS Code) does not. The request says so whatever environment the kernel inherited: a
+    papermill run started from a JupyterLab terminal or kernel inherits ``JPY_SESSION_NAME`` too.
+    :func:`record` saves results and :func:`gradkit.widgets.show` draws static figures on this test.
+
+    >>> batch_runner()  # plain Python: no kernel, no request
+    False
+    """
     try:
         from IPython import get_ipython
     except ImportError:
@@ -150,16 +163,19 @@ def _batch_run() -> bool:
 def records(notebook: Path | str | Any) -> list[Record]:
     """The results an executed notebook (a path or an ``nbformat`` node) recorded with :func:`record`.
 
-    In the order first recorded; a name recorded again (a cell run twice) keeps its last value.
+    Read from the record outputs (papermill, nbclient, nbconvert and nbval save them), in the order first
+    recorded; a name recorded again (a cell run twice) keeps its last value. A notebook whose outputs were
+    cleared after ``gradkit report`` ran it still has them in ``metadata.gradkit.records``.
     """
     nb = read_notebook(notebook) if isinstance(notebook, (str, Path)) else notebook
+    payloads = [output.get("data", {}).get(RECORD_MIME) for cell in nb.cells for output in cell.get("outputs", [])]
+    if not any(payloads):
+        payloads = list(nb.metadata.get("gradkit", {}).get("records") or [])
     found: dict[str, Record] = {}
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            payload = output.get("data", {}).get(RECORD_MIME)
-            if isinstance(payload, dict) and isinstance(payload.get("name"), str):
-                found[payload["name"]] = Record(payload["name"], payload.get("value"), str(payload.get("text", "")),
-                                                str(payload.get("note", "")))
+    for payload in payloads:
+        if isinstance(payload, dict) and isinstance(payload.get("name"), str):
+            found[payload["name"]] = Record(payload["name"], payload.get("value"), str(payload.get("text", "")),
+                                            str(payload.get("note", "")))
     return list(found.values())
 
 
@@ -227,12 +243,63 @@ def accepted_values() -> dict[str, tuple[Any, ...]]:
     return {"profile": (None, *PROFILES), "method": METHODS, "model": tuple(MODELS), "optimizer": OPTIMIZERS}
 
 
+@dataclass(frozen=True)
+class Kind:
+    """What a parameter of the lessons takes: ``words`` for messages, ``check(name, value)`` raising ValueError."""
+
+    words: str
+    check: Callable[[str, Any], Any]
+
+
+def _or_none(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda name, value: value if value is None else check(name, value)
+
+
+def _positive_list(name: str, value: Any) -> list[float]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{name} must be a non-empty list of numbers, got {value!r}")
+    return [check_positive(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _instance(kind: type | tuple[type, ...], words: str) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise ValueError(f"{name} must be {words}, got {value!r}")
+        return value
+
+    return check
+
+
+# The lessons' parameters that a default cannot describe (None: "by profile"), or whose range matters
+# before a run (a negative learning rate trains nothing). Names mean the same thing in every lesson.
+PARAMETER_KINDS: dict[str, Kind] = {
+    "seed": Kind("an int >= 0", lambda n, v: check_int(n, v, minimum=0)),
+    **{name: Kind("a finite number > 0", check_positive) for name in ("lr", "threshold", "live_threshold")},
+    **{name: Kind("an int >= 1, or None (by profile)", _or_none(check_int))
+       for name in ("epochs", "seeds", "subset", "test_subset")},
+    "batch_size": Kind("an int >= 1", check_int),
+    "thresholds": Kind("a list of finite numbers > 0, or None (the shipped sweep's)", _or_none(_positive_list)),
+    "model_kw": Kind("a dict of the model's keywords", _instance(dict, "a dict")),
+    "results_dir": Kind("a folder as text, or None", _or_none(_instance(str, "text"))),
+    "schedule": Kind("a schedule spec as text (cosine, step:<every>:<gamma>, warmup:<steps>, plateau), or None",
+                     _or_none(_instance(str, "text"))),
+}
+
+
 def check_value(notebook: Path, name: str, value: Any, default: Any) -> None:
-    """Raise ``ValueError`` when ``value`` is not an accepted value, or not of the kind of the notebook's default."""
+    """Raise ``ValueError`` when ``value`` is not one the parameter takes: not among its accepted values,
+    outside its kind and range (:data:`PARAMETER_KINDS`), or not of the kind of the notebook's default."""
     choices = accepted_values().get(name)
     if choices is not None and value not in choices:
         raise ValueError(f"{notebook.name}: {name}={value!r} is not accepted; valid values: "
                          f"{', '.join(map(repr, choices))}")
+    kind = PARAMETER_KINDS.get(name)
+    if kind is not None:
+        try:
+            kind.check(name, value)
+        except ValueError as err:
+            raise ValueError(f"{notebook.name}: {name}={value!r} is refused ({err}); {name} takes {kind.words}") from None
+        return
     if value is None or default is None:
         return
     kinds = [(bool, "True or False"), ((int, float), "a number"), (str, "text"), ((list, tuple), "a list"),
@@ -280,8 +347,42 @@ def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9.+-]+")
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return parse_value(text) is not text  # None, True, [1] ...: a literal, not text
+    return True
+
+
 def _slug(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "-"
+    """A file-name part that says ``value`` and never names two different values alike.
+
+    A number, a bool or None is written as Python writes it (``-1``, ``0.001``, ``1e-05``); text made of
+    letters, digits, ``.``, ``+`` and ``-`` that does not read as a number stays as it is; a list of numbers is
+    its items joined by ``_``. Anything else (text with other characters or that reads as a number, dicts,
+    tuples, nested lists) is written with those characters as ``-`` and ``~`` plus six hex digits of a
+    hash of its ``repr``, so that ``"0.1"`` (text) and ``0.1`` (a number), or ``[0.1, 1]`` and ``"0.1-1"``,
+    get different names. ``~`` and ``_`` appear in no plain part, which keeps the three forms apart.
+
+    >>> _slug(-1), _slug(0.01), _slug("norm"), _slug([0.1, 1]), _slug("0.1")
+    ('-1', '0.01', 'norm', '0.1_1', '0.1~b48e06')
+    """
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
+    if isinstance(value, str) and _PLAIN.fullmatch(value) and not _reads_as_number(value):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        return "_".join(_slug(v) for v in value)
+    digest = hashlib.sha256(repr(value).encode()).hexdigest()[:6]
+    return (re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-")[:40] or "value") + "~" + digest
 
 
 def output_names(jobs: list[tuple[Path, dict[str, Any]]]) -> list[str]:

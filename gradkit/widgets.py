@@ -53,15 +53,19 @@ RENDER_LOCK = threading.RLock()
 def widget_front_end() -> bool:
     """True when a front end that renders widgets is attached to this kernel.
 
-    Signs of one: the kernel was started by a Jupyter server for a notebook session (JupyterLab,
-    Notebook 7: ``$JPY_SESSION_NAME``), VS Code's or Colab's kernel, or a front end that opened the
-    widgets' control channel. papermill, nbclient, nbconvert ``--execute`` and nbval start kernels
-    with none of these, so their runs get static figures instead of widgets nobody can move.
+    A batch runner (papermill, nbclient, nbconvert ``--execute``, nbval) never is one: the cell's request
+    says so (:func:`gradkit.report.batch_runner`), whatever environment its kernel inherited (a papermill run
+    started inside JupyterLab inherits ``$JPY_SESSION_NAME``), so its runs get static figures instead of
+    widgets nobody can move. Otherwise, signs of one: the kernel was started by a Jupyter server for a
+    notebook session (JupyterLab, Notebook 7: ``$JPY_SESSION_NAME``), VS Code's or Colab's kernel, or a
+    front end that opened the widgets' control channel.
 
     >>> widget_front_end()  # plain Python: no kernel at all
     False
     """
-    if not _in_kernel():
+    from .report import batch_runner
+
+    if not _in_kernel() or batch_runner():
         return False
     from IPython import get_ipython
 

@@ -109,15 +109,25 @@ def test_unknown_parameter_is_rejected_before_running(tmp_path):
 
 
 @pytest.mark.parametrize("grid, message", [
-    (["lr=0.1,0.2"], "no parameter 'lr'; valid names: method, profile, scale"),
+    (["momentum=0.1,0.2"], "no parameter 'momentum'; valid names: epochs, lr, method, profile, scale, seed, thresholds"),
     (["method=norm,nrom"], "method='nrom' is not accepted; valid values: 'none', 'value', 'norm'"),
     (["scale=1,fast"], "scale='fast' is not a number (the notebook's default is 2.0)"),
     (["scale=1,1"], "--grid scale lists 1 twice"),
     (["scale"], "--grid takes NAME=V1,V2,..."),
     (["scale=1", "scale=2"], "a --grid name is given twice"),
+    # lr=-1 once ran (after lr=0.01) and was saved as "__lr=1": refused by range, before any run.
+    (["lr=0.01,-1"], "lr=-1 is refused (lr must be a finite number > 0, got -1); lr takes a finite number > 0"),
+    (["lr=0.01,1e999"], "lr=inf is refused"),
+    (["seed=0,-2"], "seed=-2 is refused (seed must be an int >= 0, got -2)"),
+    # thresholds defaults to None, so its default says nothing of its kind: the kit's table does.
+    (["thresholds=1,2"], "thresholds=1 is refused (thresholds must be a non-empty list of numbers, got 1); "
+                         "thresholds takes a list of finite numbers > 0, or None"),
+    (["thresholds=[0.1, -1],[1]"], "thresholds=[0.1, -1] is refused (thresholds[1] must be a finite number > 0"),
+    (["epochs=2,0"], "epochs=0 is refused (epochs must be an int >= 1, got 0); epochs takes an int >= 1, or None"),
 ])
 def test_command_line_bad_grid_is_refused_before_any_run(tmp_path, capsys, grid, message):
-    nb = make_notebook(tmp_path / "01_tiny.ipynb", PLOT, params="profile = None\nscale = 2.0\nmethod = 'norm'")
+    nb = make_notebook(tmp_path / "01_tiny.ipynb", PLOT, params="profile = None\nscale = 2.0\nmethod = 'norm'\n"
+                       "lr = 0.05\nseed = 0\nthresholds = None\nepochs = None")
     args = [a for spec in grid for a in ("--grid", spec)]
     assert main(["report", str(nb), "--out", str(tmp_path / "out"), *args]) == 2
     assert message in capsys.readouterr().err
@@ -137,10 +147,30 @@ def test_output_names_never_repeat_and_say_the_grid_values(tmp_path):
     jobs = [(tmp_path / "a" / "01_x.ipynb", {}), (tmp_path / "b" / "01_x.ipynb", {}),
             (tmp_path / "a" / "01_x.ipynb", {}), (Path("05_s.ipynb"), {"thresholds": [0.1, 1], "method": "agc"})]
     names = report.output_names(jobs)
-    assert names == ["a-01_x", "b-01_x", "a-01_x-2", "05_s__thresholds=0.1-1__method=agc"]
+    assert names == ["a-01_x", "b-01_x", "a-01_x-2", "05_s__thresholds=0.1_1__method=agc"]
     assert report.combinations({"lr": [0.01, 0.2], "method": ["norm", "value"]}) == [
         {"lr": 0.01, "method": "norm"}, {"lr": 0.01, "method": "value"},
         {"lr": 0.2, "method": "norm"}, {"lr": 0.2, "method": "value"}]
+
+
+def test_two_different_grid_values_never_give_the_same_name():
+    # "-1" lost its sign ("lr=1", a run that claimed another learning rate); "0.1-1" was [0.1, 1] and the text too.
+    values = [-1, 1, 1.0, -1.0, 0.1, "0.1", "1", [0.1, 1], [0.1, 1.0], (0.1, 1), "0.1-1", "0.1_1", [1], 1e-05, "1e-05",
+              None, "None", True, "True", float("inf"), "inf", float("nan"), "nan", "norm", "norm ", "a b", "a-b", "a/b",
+              {"width": 0.25}, {"width": 0.5}, "", "-", [[0.1]], [0.1]]
+    names = [report._slug(v) for v in values]
+    assert len(set(names)) == len(values), [n for n in names if names.count(n) > 1]
+    assert all(re.fullmatch(r"[A-Za-z0-9.+_~-]+", n) for n in names), names
+    jobs = [(Path("05_s.ipynb"), {"lr": v}) for v in (0.01, -1, 1)]
+    assert report.output_names(jobs) == ["05_s__lr=0.01", "05_s__lr=-1", "05_s__lr=1"]
+
+
+def test_lesson_05_grid_with_a_negative_learning_rate_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["report", "05", "--out", str(out), "--grid", "lr=0.01,-1", "--profile", "smoke"]) == 2
+    assert "05_sweep_report.ipynb: lr=-1 is refused" in capsys.readouterr().err and not out.exists()
+    assert main(["report", "05", "--out", str(out), "--grid", "thresholds=1,2", "--profile", "smoke"]) == 2
+    assert "takes a list of finite numbers > 0, or None" in capsys.readouterr().err and not out.exists()
 
 
 def test_every_lesson_tags_one_main_figure_records_results_and_has_a_goal():
@@ -198,6 +228,28 @@ def test_plain_nbclient_run_saves_the_records(tmp_path):
     NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert [(r.name, r.text) for r in report.records(nb)] == [("slope", "4.00"), ("not a number", "nan"),
                                                               ("steps", "1,234")]
+
+
+def test_plain_papermill_run_gives_the_records_back(tmp_path):
+    """papermill alone (no gradkit report, no metadata.gradkit): records() reads them from the outputs."""
+    nb = make_notebook(tmp_path / "01_tiny.ipynb", RECORDS)
+    out = tmp_path / "out.ipynb"
+    env = {k: v for k, v in os.environ.items() if k != "GRADKIT_HEADLESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(nb), str(out), "-k", "python3", "--no-progress-bar",
+                           "-p", "scale", "3"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    executed = nbformat.read(out, as_version=4)
+    assert "gradkit" not in executed.metadata
+    assert [(r.name, r.value, r.text) for r in report.records(out)] == [
+        ("slope", 6.0, "6.00"), ("not a number", None, "nan"), ("steps", 1234, "1,234")]
+    # Outputs cleared after a gradkit report (nbstripout, "Clear All Outputs"): the metadata copy answers.
+    for cell in executed.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+    assert report.records(executed) == []
+    executed.metadata["gradkit"] = {"records": [{"name": "slope", "value": 6.0, "text": "6.00", "note": "kept"}]}
+    assert report.records(executed) == [report.Record("slope", 6.0, "6.00", "kept")]
 
 
 def test_grid_runs_each_combination_and_tabulates_its_records(tmp_path):

@@ -218,3 +218,83 @@ def test_show_draws_static_figures_in_a_kernel_without_a_widget_front_end(monkey
     monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
     assert widgets.widget_front_end() is True
     assert widgets.show(view.widget, static=lambda: "static") is view.widget
+
+
+class _Kernel:
+    """A kernel answering an execute_request: batch runners send allow_stdin=False, front ends True."""
+
+    def __init__(self, allow_stdin: bool):
+        self.parent = {"msg_type": "execute_request", "content": {"allow_stdin": allow_stdin}}
+
+    def get_parent(self):
+        return self.parent
+
+
+@pytest.mark.parametrize("allow_stdin, front_end", [(False, False), (True, True)])
+def test_a_batch_runner_gets_static_figures_whatever_the_environment_says(monkeypatch, allow_stdin, front_end):
+    # A papermill run started inside JupyterLab inherits JPY_SESSION_NAME: the request, not the environment, decides.
+    import IPython
+
+    shell = type("Shell", (), {"kernel": _Kernel(allow_stdin), "user_ns": {}})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    monkeypatch.delenv("GRADKIT_HEADLESS", raising=False)
+    monkeypatch.setenv("JPY_SESSION_NAME", "/lessons/02_clipping_formulas.ipynb")
+    view = widgets.clip_2d_view()
+    assert widgets.widget_front_end() is front_end
+    assert (widgets.show(view.widget, static=lambda: "static") == "static") is not front_end
+
+
+WIDGET_CELL = ("from gradkit import widgets\nview = widgets.cliff_view(steps=10)\n"
+               "widgets.show(view.widget, static=view.static);")
+
+
+def _widget_notebook(path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(WIDGET_CELL)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _kinds(cell) -> set[str]:
+    return {k for o in cell["outputs"] for k in o.get("data", {})}
+
+
+def _inside_jupyterlab(monkeypatch):
+    """The environment of a kernel JupyterLab started, and no GRADKIT_HEADLESS."""
+    monkeypatch.delenv("GRADKIT_HEADLESS", raising=False)
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/student/02_clipping_formulas.ipynb")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+
+
+def test_plain_papermill_inside_jupyterlab_draws_static_figures(tmp_path, monkeypatch):
+    """Plain papermill with JPY_SESSION_NAME inherited once showed only the widget's JSON, no PNG."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _inside_jupyterlab(monkeypatch)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(_widget_notebook(tmp_path / "w.ipynb")), str(out),
+                           "-k", "python3", "--no-progress-bar"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kinds = _kinds(json.loads(out.read_text())["cells"][0])
+    assert "image/png" in kinds and "application/vnd.jupyter.widget-view+json" not in kinds, kinds
+
+
+def test_plain_nbclient_inside_jupyterlab_draws_static_figures(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    _inside_jupyterlab(monkeypatch)
+    nb = nbformat.read(str(_widget_notebook(tmp_path / "w.ipynb")), as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    kinds = _kinds(nb.cells[0])
+    assert "image/png" in kinds and "application/vnd.jupyter.widget-view+json" not in kinds, kinds
