@@ -489,10 +489,19 @@ def _output_to(path: Path) -> Iterator[None]:
 
 
 def to_html(executed: Path) -> Path:
-    """Write a standalone HTML file (images embedded) next to an executed notebook."""
+    """Write a standalone HTML file next to an executed notebook that opens from disk, offline.
+
+    Images are embedded; formulas are MathML, which browsers draw themselves (nbconvert's page would load
+    MathJax and require.js from a CDN, so a room without internet saw raw TeX); no script is fetched.
+    """
+    import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(read_notebook(executed))
+    from .lessons.slides import drop_cdn_loaders, offline_notebook
+
+    nb = nbformat.from_dict(offline_notebook(read_notebook(executed)))
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    body = drop_cdn_loaders(body)
     target = executed.with_suffix(".html")
     write_atomic(target, body)
     return target

@@ -252,6 +252,21 @@ def test_plain_papermill_run_gives_the_records_back(tmp_path):
     assert report.records(executed) == [report.Record("slope", 6.0, "6.00", "kept")]
 
 
+def test_report_page_fetches_nothing_and_draws_formulas_as_mathml(tmp_path):
+    """The page once loaded MathJax and require.js from a CDN: offline, its formulas stayed raw TeX."""
+    nb = nbformat.v4.new_notebook()
+    shown = nbformat.v4.new_code_cell("display(Markdown('$c / (1 - m)$'))")
+    shown.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "a bound $c / (1 - m)$"})]
+    nb.cells = [nbformat.v4.new_markdown_cell("# T\n\nThe drift $\\log s + \\tfrac12 x^2$ and `$HOME`.\n\n$$g^2$$"), shown]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    page = report.to_html(path).read_text()
+    assert not re.findall(r"<(?:script|link|img)[^>]*(?:src|href)=\"https?:", page)
+    assert "mathjax" not in page.lower() and "require.min.js" not in page and "mermaid.esm" not in page
+    assert page.count("<math") == 3 and "$HOME" in page and "\\tfrac12" not in page
+
+
 def test_grid_runs_each_combination_and_tabulates_its_records(tmp_path):
     nb = make_notebook(tmp_path / "01_tiny.ipynb", RECORDS + "\nrecord('method', method)",
                        params="profile = None\nscale = 2.0\nmethod = 'norm'")

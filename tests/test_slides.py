@@ -95,3 +95,15 @@ def test_execute_runs_the_lesson_in_a_temporary_folder(tmp_path):
     html = page.read_text(encoding="utf-8")
     assert "profile=smoke" in html and not FETCHED.findall(html)
     assert lesson.read_bytes() == before and list(tmp_path.iterdir()) == [page]
+
+
+def test_execute_that_fails_says_where(tmp_path):
+    # The message once read entry.failed_cell and entry.error, which a ReportEntry does not have: an AttributeError.
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 01 · Broken"), nbformat.v4.new_code_cell("raise RuntimeError('planted')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "01_broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(RuntimeError, match=r"01_broken.ipynb failed at cell index 1 .*RuntimeError: planted"):
+        write_slides(path, tmp_path / "out", execute=True, profile="smoke")
+    assert not (tmp_path / "out").exists()

@@ -146,14 +146,35 @@ def deck(nb: dict) -> dict:
     return nb
 
 
+def drop_cdn_loaders(body: str) -> str:
+    """An nbconvert page without the scripts it fetches from a CDN: jQuery, require.js (for widget state,
+    which :func:`offline_notebook` removes), MathJax (the TeX is MathML already) and mermaid."""
+    body = re.sub(r'<script src="[^"]*(jquery|require)[^"]*"></script>', "", body)
+    body = re.sub(r'<script type="module">(?:(?!</script>).)*?mermaid.*?</script>', "", body, flags=re.S)
+    return re.sub(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", "", body, flags=re.S)
+
+
+def offline_notebook(nb: dict) -> dict:
+    """A copy of ``nb`` whose markdown (cells and ``text/markdown`` outputs) has its TeX as MathML and whose
+    widget state is gone: exported by nbconvert and passed through :func:`drop_cdn_loaders`, it needs no network."""
+    nb = copy.deepcopy(nb)
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            cell["source"] = tex_to_mathml(cell["source"])
+        for output in cell.get("outputs", []):
+            text = output.get("data", {}).get("text/markdown")
+            if text is not None:
+                output["data"]["text/markdown"] = tex_to_mathml(text if isinstance(text, str) else "".join(text))
+    nb["metadata"].pop("widgets", None)  # widget state would pull the widget manager from a CDN
+    return nb
+
+
 def _inline_assets(body: str) -> str:
     """Swap every reference to a CDN for the vendored reveal.js; drop the loaders the deck does not need."""
     css = (ASSETS / "reveal.css").read_text(encoding="utf-8")
     theme = re.sub(r"@import url\([^)]*\);", "", (ASSETS / "theme-white.css").read_text(encoding="utf-8"))
     js = (ASSETS / "reveal.js").read_text(encoding="utf-8")
-    body = re.sub(r'<script src="[^"]*(jquery|require)[^"]*"></script>', "", body)
-    body = re.sub(r'<script type="module">\s*import mermaid.*?</script>', "", body, flags=re.S)
-    body = re.sub(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", "", body, flags=re.S)
+    body = drop_cdn_loaders(body)
     body = re.sub(rf'<link[^>]*href="{PREFIX}/dist/reveal.css"[^>]*>', lambda _: f"<style>{css}</style>", body)
     body = re.sub(rf'<link[^>]*href="{PREFIX}/dist/theme/[^"]*"[^>]*>', lambda _: f"<style>{theme}</style>", body)
     init = ("Reveal.initialize({controls: true, progress: true, history: true, transition: 'none', slideNumber: 'c/t', "
@@ -186,7 +207,7 @@ def write_slides(notebook: str | Path, out: str | Path = "reports/slides", execu
         with tempfile.TemporaryDirectory() as tmp:
             entry = run_notebook(path, Path(tmp), {}, get_profile(profile), None)
             if not entry.ok:
-                raise RuntimeError(f"{path.name} failed at cell {entry.failed_cell}: {entry.error}")
+                raise RuntimeError(f"{path.name} {entry.outcome.text}")
             nb = nbformat.read(str(entry.executed), as_version=4)
     else:
         nb = nbformat.read(str(path), as_version=4)
