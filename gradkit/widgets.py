@@ -123,6 +123,10 @@ def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     # The figure's layout already fits the margins: a "tight" pass would draw it twice.
     with RENDER_LOCK, matplotlib.rc_context({"savefig.bbox": "standard"}):
+        if fig.get_layout_engine() is not None:
+            # Constrained layout settles in a second pass when axes keep an aspect (lesson 02's square
+            # panels): laid out once, their titles sat above the figure's top edge, cut.
+            fig.draw_without_rendering()
         fig.savefig(buffer, format="png", dpi=fig.dpi)
     return buffer.getvalue()
 
@@ -403,8 +407,9 @@ def recurrence_view(rho: float = 1.0, steps: int = 50, width: int = 32, matrix: 
                 "activation": activation}
 
     def draw(data: dict[str, Any], axes: Sequence[Axes]) -> None:
-        label = f"rho={fmt(data['rho'])}, {data['matrix']}, {data['activation']}"
-        plots.recurrence_grad_curves(axes[0], {label: (data["rho"], data["grad_norm"])})
+        plots.recurrence_grad_curves(axes[0], {"||dL/dh|| (dashed: rho^k)": (data["rho"], data["grad_norm"])})
+        # The setting as the title: the plot's own title is longer than a panel of the static grid.
+        axes[0].set_title(f"rho = {fmt(data['rho'])}, {data['matrix']}, {data['activation']}")
 
     controls = {
         "rho": stop_slider("spectral radius rho", rho, grid(0.5, 1.5, 0.01)),

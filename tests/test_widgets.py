@@ -298,3 +298,38 @@ def test_plain_nbclient_inside_jupyterlab_draws_static_figures(tmp_path, monkeyp
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     kinds = _kinds(nb.cells[0])
     assert "image/png" in kinds and "application/vnd.jupyter.widget-view+json" not in kinds, kinds
+
+
+def _static_views():
+    return {"product": widgets.product_norms_view(depth=10, width=8, trials=2),
+            "mlp": widgets.mlp_view(depth=4, width=16, batch=8),
+            "recurrence": widgets.recurrence_view(steps=100, width=8),
+            "threshold": widgets.threshold_view([0.3, 3.0], threshold=0.5),
+            "clip_2d": widgets.clip_2d_view(), "cliff": widgets.cliff_view(lr=0.3, threshold=2.0, steps=10)}
+
+
+@pytest.mark.parametrize("name", list(_static_views()))
+def test_static_grid_titles_fit_their_panels_and_the_figure(name):
+    """Lesson 02's geometry grid had its titles cut at the top edge, lesson 01's recurrence grid titles ran
+    into each other ("rho^" cut): in the PNG every title lies inside the figure and beside, not over, the next."""
+    from io import BytesIO
+
+    import matplotlib.image as mpimg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from gradkit import plots
+
+    plots.use_style()
+    view = _static_views()[name]
+    fig = view.static()
+    pixels = mpimg.imread(BytesIO(widgets.png(fig)), format="png")
+    top = pixels[:2, :, :3]
+    assert np.ptp(top) < 0.05, f"{name}: something is drawn on the figure's top edge (a title cut)"
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    for box in boxes:
+        assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, (name, box.bounds)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (name, a.bounds, b.bounds)
