@@ -10,14 +10,12 @@ and returns their histories; :func:`grid_table` is the table the command prints 
 
 from __future__ import annotations
 
-import inspect
 import math
-import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import executors
-from .checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_int, check_list, check_positive, check_seed, check_thresholds
 from .history import History
 
 DATA_SOURCES = ("cifar10", "synthetic")
@@ -51,29 +49,25 @@ def grid_configs(model: str = "seed_cnn", model_kw: dict[str, Any] | None = None
     >>> grid_configs(methods=["nrom"])
     Traceback (most recent call last):
     ...
-    ValueError: methods: 'nrom' is not accepted; accepted values: value, norm, norm_inf, tensor_norm, scaled_value, agc, auto
+    ValueError: methods='nrom' is not accepted; accepted values: value, norm, norm_inf, tensor_norm, scaled_value, agc, auto
     """
     from .clip import METHODS
     from .loop import OPTIMIZERS
-    from .models import MODELS
+    from .models import MODELS, check_model
     from .sweeps import sweep_configs
 
     check_choice("model", model, tuple(MODELS))
-    model_kw = _check_model_kw(model, model_kw)
+    model_kw = check_model(model, model_kw)
     accepted = METHODS[1:]
-    methods = _check_list("methods", methods)
-    for m in methods:
-        if m not in accepted:
-            raise ValueError(f"methods: {m!r} is not accepted; accepted values: {', '.join(accepted)}")
+    methods = [check_choice("methods", m, accepted) for m in check_list("methods", methods)]
     per_method = _thresholds(thresholds, methods)
-    lrs = [check_positive("lrs", lr) for lr in _check_list("lrs", lrs)]
+    lrs = [check_positive("lrs", lr) for lr in check_list("lrs", lrs)]
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_int("epochs", epochs)
-    seeds = [check_int("seeds", s, minimum=0) for s in _check_list("seeds", seeds)]
+    seeds = [check_seed("seeds", s) for s in check_list("seeds", seeds)]
     check_int("batch_size", batch_size)
     for name, value in (("subset", subset), ("test_subset", test_subset), ("val", val), ("max_steps", max_steps)):
-        if value is not None:
-            check_int(name, value)
+        check_int(name, value, optional=True)
     check_choice("data", data, DATA_SOURCES)
     if data == "synthetic" and val is not None:
         raise ValueError("val is not accepted with data='synthetic' (the generated set has no validation split); "
@@ -154,16 +148,6 @@ def grid_table(histories: Sequence[History]) -> str:
     return "\n".join(lines)
 
 
-def _check_list(name: str, values: Any) -> list[Any]:
-    """``values`` as a list when it is a non-empty sequence without repeats (not a string)."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise ValueError(f"{name} must be a non-empty list, got {values!r}")
-    repeated = sorted({repr(v) for v in values if list(values).count(v) > 1})
-    if repeated:
-        raise ValueError(f"{name} lists {', '.join(repeated)} more than once; list each value once")
-    return list(values)
-
-
 def _thresholds(thresholds: str | Sequence[float], methods: list[str]) -> dict[str, list[float]]:
     """``{method: thresholds}`` from a list of numbers or a named range (see :func:`named_ranges`)."""
     ranges = named_ranges()
@@ -176,32 +160,8 @@ def _thresholds(thresholds: str | Sequence[float], methods: list[str]) -> dict[s
             return {m: ranges[m] for m in methods}
         check_choice("thresholds", thresholds, ("default", *ranges))
         return {m: ranges[thresholds] for m in methods}
-    values = _check_list("thresholds", thresholds)
-    for t in values:
-        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not (math.isfinite(t) and t > 0):
-            raise ValueError(f"thresholds must be numbers > 0 or one of the named ranges: "
-                             f"{', '.join(('default', *ranges))}; got {t!r}")
-    return {m: [float(t) for t in values] for m in methods}
-
-
-def _check_model_kw(model: str, model_kw: dict[str, Any] | None) -> dict[str, Any]:
-    """``model_kw`` when the model accepts each option; the model is built once on the CPU, so a
-    bad value fails here and not in every run."""
-    from .models import MODELS, build_model
-
-    if model_kw is None:
-        return {}
-    if not isinstance(model_kw, dict):
-        raise ValueError(f"model_kw must be a dict of {model!r} options, got {model_kw!r}")
-    accepted = [p for p in inspect.signature(MODELS[model]).parameters if p != "self"]
-    unknown = sorted(set(model_kw) - set(accepted))
-    if unknown:
-        raise ValueError(f"model_kw {unknown} are not options of {model!r}; accepted: {', '.join(accepted)}")
-    try:
-        build_model(model, **model_kw)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"model_kw={model_kw!r} does not build a {model!r}: {err}") from err
-    return dict(model_kw)
+    values = check_thresholds("thresholds", thresholds, also=f" or one of the named ranges: {', '.join(('default', *ranges))}")
+    return {m: list(values) for m in methods}
 
 
 def _check_device(device: str) -> None:

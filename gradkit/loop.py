@@ -3,7 +3,7 @@
 A run trains M members (``fit``: one model; ``fit_stacked``: M stacked copies) on the same
 batches. The pieces, in the order a run uses them:
 
-- :func:`check_run` checks the arguments, :func:`run_config` writes them down as JSON-able
+- :func:`check_run` and :func:`check_data` check the arguments, :func:`run_config` writes them down as JSON-able
   settings and :func:`new_histories` starts one :class:`~gradkit.history.History` per member;
 - :func:`build_model`, :func:`loaders` (with :class:`DeviceLoader`), :func:`make_optimizer` and
   :func:`progress_bar` build what the run needs;
@@ -34,8 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import runtime
-from .checks import check_bool, check_choice, check_int, check_positive, describe
+from .checks import check_bool, check_choice, check_int, check_number, check_positive, check_seed, describe
 from .history import CONFIG_KEYS, History
+from .models import MODELS, check_model_kw
+from .models import build_model as build_by_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 # Divergence is checked on the buffered losses this often (one host sync per check): a run that
@@ -132,18 +134,38 @@ class DeviceLoader:
 
 
 
-def check_run(data: Any, epochs: int, batch_size: int, lr: float, optimizer: str, max_steps: int | None,
-              augment: bool, progress: bool | Callable[..., Any]) -> None:
-    """The argument checks every training run shares (errors name the argument and accepted values)."""
-    check_int("epochs", epochs)
-    check_int("batch_size", batch_size)
-    if max_steps is not None:
-        check_int("max_steps", max_steps)
-    check_positive("lr", lr)
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    check_bool("augment", augment)
-    if not callable(progress):
-        check_bool("progress", progress)
+def check_run(settings: dict[str, Any]) -> None:
+    """The checks of the settings every training run shares (``settings``: the run's keyword arguments,
+    ``data`` and ``device`` aside), before any work; errors name the argument and the accepted values.
+
+    epochs and batch_size: ints >= 1, max_steps None or one; lr finite > 0; momentum in [0, 1);
+    weight_decay finite >= 0; seed :func:`gradkit.checks.check_seed`; augment a bool, progress a
+    bool or a callable; model an ``nn.Module`` or a name of :data:`gradkit.models.MODELS` whose
+    options ``model_kw`` names.
+    """
+    check_int("epochs", settings["epochs"])
+    check_int("batch_size", settings["batch_size"])
+    check_int("max_steps", settings["max_steps"], optional=True)
+    check_positive("lr", settings["lr"])
+    check_choice("optimizer", settings["optimizer"], OPTIMIZERS)
+    check_number("momentum", settings["momentum"], below=1.0)
+    check_number("weight_decay", settings["weight_decay"])
+    check_seed("seed", settings["seed"])
+    check_bool("augment", settings["augment"])
+    if not callable(settings["progress"]):
+        check_bool("progress", settings["progress"])
+    model, model_kw = settings["model"], settings["model_kw"]
+    if isinstance(model, nn.Module):
+        if model_kw:
+            raise ValueError("model_kw is only used when model is a name; pass the keywords to the model's class instead")
+    elif isinstance(model, str):
+        check_model_kw(model, model_kw)
+    else:
+        raise ValueError(f"model must be an nn.Module or a model name ({', '.join(MODELS)}), got {describe(model)}")
+
+
+def check_data(data: Any) -> None:
+    """``data`` when it is a :class:`gradkit.data.Dataset` (has every attribute of :data:`DATASET_ATTRS`)."""
     if not all(hasattr(data, attr) for attr in DATASET_ATTRS):
         raise ValueError(f"data must be a gradkit.data.Dataset (from cifar10() or synthetic()), got {describe(data)}")
 
@@ -175,16 +197,10 @@ def new_histories(configs: list[dict[str, Any]], data: Any, dev: torch.device, s
 
 def build_model(model: nn.Module | str, model_kw: dict[str, Any] | None, seed: int, dev: torch.device) -> nn.Module:
     """Seed, then build (by name, :func:`gradkit.models.build_model`) or take the model; on ``dev``,
-    channels-last, in train mode."""
+    channels-last, in train mode (the settings are those :func:`check_run` accepted)."""
     runtime.set_seed(seed)
     if isinstance(model, str):
-        from .models import build_model as by_name
-
-        model = by_name(model, **(model_kw or {}))
-    elif model_kw:
-        raise ValueError("model_kw is only used when model is a name; pass the keywords to the model's class instead")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module or a model name ('seed_cnn', 'plain_cnn', 'resnet'), got {model!r}")
+        model = build_by_name(model, **(model_kw or {}))
     if dev.type == "cuda":
         # The input shape never changes, so timing cuDNN's convolution algorithms once pays off.
         torch.backends.cudnn.benchmark = True

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .checks import check_int
+from .checks import check_bool, check_int, check_positive
 
 INITS = ("default", "kaiming", "xavier", "normal:<std>")
 
@@ -51,8 +51,7 @@ class SeedCNN(nn.Module):
 
     def __init__(self, width: float = 1.0) -> None:
         super().__init__()
-        if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-            raise ValueError(f"width must be a number > 0 (1.0 = the tutorial model, 0.25 for CPUs), got {width!r}")
+        check_positive("width", width)  # 1.0: the tutorial model, 0.25 for CPUs
         c1, c2, hidden = _scaled(64, width), _scaled(128, width), _scaled(1024, width)
         self.width = float(width)
         self.conv1 = nn.Conv2d(3, c1, 3, padding=1)
@@ -126,7 +125,7 @@ class PlainCNN(nn.Module):
         if not isinstance(init, str):
             raise ValueError(f"init={init!r} is not an init; accepted values: {', '.join(INITS)}")
         initializer = _initializer(init)
-        self.depth, self.width, self.batchnorm, self.init = depth, width, bool(batchnorm), init
+        self.depth, self.width, self.batchnorm, self.init = depth, width, check_bool("batchnorm", batchnorm), init
         layers: list[nn.Module] = []
         channels_in = 3
         for i in range(depth):
@@ -217,13 +216,54 @@ def build_model(name: str, **kw: object) -> nn.Module:
     >>> build_model("plain_cnn", depth=8, width=4).depth
     8
     """
-    if name not in MODELS:
-        raise ValueError(f"name={name!r} is not a model; accepted values: {', '.join(MODELS)}")
+    kw = check_model_kw(name, kw)
+    return MODELS[name](**kw)
+
+
+def check_model_kw(name: object, model_kw: object) -> dict[str, object]:
+    """``model_kw`` as a dict (None: ``{}``) when ``name`` is a model of :data:`MODELS` and every key
+    is an option of its class; the errors list the accepted names. The values are checked by the
+    class when it is built.
+
+    >>> check_model_kw("seed_cnn", None), check_model_kw("resnet", {"depth": 8})
+    ({}, {'depth': 8})
+    >>> check_model_kw("seed_cnn", {"widht": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: model_kw ['widht'] are not options of 'seed_cnn'; accepted: width
+    """
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"model={name!r} is not a model name; accepted values: {', '.join(MODELS)}")
+    if model_kw is None:
+        return {}
     accepted = [p for p in inspect.signature(MODELS[name]).parameters if p != "self"]
-    unknown = sorted(set(kw) - set(accepted))
+    if not isinstance(model_kw, dict):
+        raise ValueError(f"model_kw must be None or a dict of {name!r} options ({', '.join(accepted)}), got {model_kw!r}")
+    unknown = sorted(map(str, set(model_kw) - set(accepted)))
     if unknown:
         raise ValueError(f"model_kw {unknown} are not options of {name!r}; accepted: {', '.join(accepted)}")
-    return MODELS[name](**kw)
+    return dict(model_kw)
+
+
+def check_model(name: object, model_kw: object) -> dict[str, object]:
+    """``model_kw`` as a dict when :func:`check_model_kw` accepts it and the model builds with it: the
+    model is built once on the CPU, so a bad value fails here and not in every run of a sweep. The
+    random state is left as it was (the weights drawn are thrown away).
+
+    >>> check_model("plain_cnn", {"depth": 8, "width": 4})
+    {'depth': 8, 'width': 4}
+    >>> check_model("seed_cnn", {"width": "x"})
+    Traceback (most recent call last):
+    ...
+    ValueError: model_kw={'width': 'x'} does not build a 'seed_cnn': width must be a finite number > 0, got 'x'
+    """
+    model_kw = check_model_kw(name, model_kw)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            MODELS[name](**model_kw)  # type: ignore[index]
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"model_kw={model_kw!r} does not build a {name!r}: {err}") from err
+    return model_kw
 
 
 def count_params(model: nn.Module) -> int:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gradkit.checks import check_int
 from gradkit.clip import ClipResult, Clipper, clipper, grad_norm
 from gradkit.foreach import DeviceBuffer, tensor_norms
 
@@ -82,8 +83,7 @@ class GradMonitor:
     def __init__(self, model: nn.Module, every: int = 1) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ValueError(f"every must be an int >= 0 (1: layer statistics every step, 0: never), got {every!r}")
+        every = check_int("every", every, minimum=0)  # 1: layer statistics every step, 0: never
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.model = model
         self.every = every
@@ -369,8 +369,7 @@ class DeadUnitMonitor:
     def __init__(self, model: nn.Module, every: int = 1) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1 (1: every training step), got {every!r}")
+        every = check_int("every", every)  # 1: every training step
         relus = _relus(model)
         self.every = every
         self.layer_names = [name for name, _ in relus]

@@ -97,8 +97,7 @@ def sweep(configs: list[dict[str, Any]] | None = None, thresholds: list[float] |
         check_data(data)
     # One fingerprint of the data for every config: hashing it per config would repeat the same work.
     identity = _data_identity(data) if data is not None else None
-    runs = [(c, _run_id(c, data, identity)) for c in configs]
-    _check_configs(runs, data)
+    runs = _checked_runs(configs, data, identity)
     folder = results_folder(results_dir, create=True)
     done = _read_runs(folder)
     loaded: dict[tuple, Any] = {}
@@ -155,26 +154,30 @@ def _sweep_configs(configs: Any, thresholds: Any, method: Any, base: Any) -> lis
     return [{**(base or {}), **c} for c in configs]
 
 
-def _check_configs(runs: list[tuple[dict[str, Any], str]], data: Any) -> None:
-    """Every check :func:`fit` makes, and those of the data settings, for each ``(config, run id)``
-    before any run trains; each model and its options are built once on the CPU (the random state
-    is left as it was). Two configs of one run id are refused (the same run listed twice)."""
+def _checked_runs(configs: list[dict[str, Any]], data: Any, identity: dict[str, Any] | None) -> list[tuple[dict[str, Any], str]]:
+    """``(config, run id)`` per config, after every check :func:`fit` makes and those of the data
+    settings, before any run trains (errors say which config); each model and its options are built
+    once on the CPU (the random state is left as it was). Two configs of one run id are refused
+    (the same run listed twice)."""
+    runs: list[tuple[dict[str, Any], str]] = []
     first: dict[str, int] = {}
     models: set[str] = set()
-    for i, (cfg, run_id) in enumerate(runs):
-        if run_id in first:
-            raise ValueError(f"configs {first[run_id]} and {i} are the same run (run id {run_id}); list each run once")
-        first[run_id] = i
-        fit_kw = {k: v for k, v in cfg.items() if k not in DATA_KEYS}
-        key = json.dumps([cfg["model"], cfg.get("model_kw")], sort_keys=True, default=repr)
+    for i, cfg in enumerate(configs):
         try:
-            check_fit({**FIT_DEFAULTS, **fit_kw, "progress": False})
+            run_id = _run_id(cfg, data, identity)
+            check_fit({**FIT_DEFAULTS, **{k: v for k, v in cfg.items() if k not in DATA_KEYS}, "progress": False})
             _check_data_settings(cfg, data)
+            key = json.dumps([cfg["model"], cfg.get("model_kw")], sort_keys=True, default=repr)
             if key not in models:
                 check_model(cfg["model"], cfg.get("model_kw"))
                 models.add(key)
         except ValueError as err:
             raise ValueError(f"configs[{i}]: {err}") from err
+        if run_id in first:
+            raise ValueError(f"configs {first[run_id]} and {i} are the same run (run id {run_id}); list each run once")
+        first[run_id] = i
+        runs.append((cfg, run_id))
+    return runs
 
 
 def _check_data_settings(cfg: dict[str, Any], data: Any) -> None:

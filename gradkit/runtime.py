@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from .checks import check_seed
+
 PROFILES = ("smoke", "cpu", "full")
 T = TypeVar("T")
 
@@ -40,13 +42,13 @@ def pick(profile: str | None, *, smoke: T, cpu: T, full: T) -> T:
 
 def set_seed(seed: int) -> torch.Generator:
     """Seed Python's and torch's generators (CPU and CUDA); return a fresh seeded generator.
+    ``seed``: an int from 0 to :data:`gradkit.checks.SEED_MAX`.
 
     >>> a = torch.rand(2, generator=set_seed(0)); b = torch.rand(2, generator=set_seed(0))
     >>> bool((a == b).all())
     True
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = check_seed("seed", seed)
     random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)

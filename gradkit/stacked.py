@@ -31,9 +31,10 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from . import runtime
+from .checks import check_list
 from .clip import NORM_EPS, clipper
 from .history import History
-from .loop import (build_model, check_run, cross_entropy, evaluate_into, loaders, make_optimizer, new_histories,
+from .loop import (build_model, check_data, check_run, cross_entropy, evaluate_into, loaders, make_optimizer, new_histories,
                    progress_bar, run_config, run_epochs, train_epoch)
 
 STACKED_METHODS = ("none", "norm", "value")
@@ -73,13 +74,14 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
     >>> [h.diverged for h in hs]
     [True, False]
     """
-    config = run_config(model=model, epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum,
-                        weight_decay=weight_decay, clip=None, batch_size=batch_size, seed=seed, augment=augment,
-                        max_steps=max_steps, model_kw=model_kw, **SEQUENTIAL_ONLY)
-    check_run(data, epochs, batch_size, lr, optimizer, max_steps, augment, progress)
+    settings = dict(locals())
+    check_run(settings)
+    check_data(data)
+    config = run_config(**settings, clip=None, **SEQUENTIAL_ONLY)
     if not isinstance(clips, (list, tuple)) or not clips:
         raise ValueError(f"clips must be a non-empty list of clip specs, got {clips!r}")
     clip_fns = [clipper(c) for c in clips]
+    check_list("clips", [fn.spec for fn in clip_fns])  # a setting twice would train one member twice
     for fn in clip_fns:
         if fn.method not in STACKED_METHODS:
             raise ValueError(f"clips: {fn.spec!r} cannot be stacked; accepted methods: {', '.join(STACKED_METHODS)} "

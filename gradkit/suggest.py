@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
-from .checks import check_int
+from .checks import check_int, check_list, check_number
 
 
 @dataclass
@@ -89,14 +89,13 @@ def suggest_threshold(model: nn.Module | str, data: Any, steps: int = 200, quant
     >>> s.steps, bool(s.median <= s.p90)
     (4, True)
     """
+    from .loop import check_data
     from .train import fit
 
     check_int("steps", steps)
-    qs = [float(q) for q in quantiles]
-    if not qs or not all(0.0 <= q <= 1.0 for q in qs):
-        raise ValueError(f"quantiles must be a non-empty list of numbers in [0, 1], got {quantiles!r}")
-    if not hasattr(data, "train_y"):
-        raise ValueError(f"data must be a gradkit.data.Dataset (from cifar10() or synthetic()), got {type(data).__name__}")
+    qs = [check_number("quantiles", q, maximum=1.0) for q in check_list("quantiles", quantiles)]
+    check_int("batch_size", batch_size)  # used here, before fit checks it
+    check_data(data)
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
     per_epoch = -(-int(data.train_y.numel()) // batch_size)

@@ -22,10 +22,10 @@ from torch import nn
 
 from . import runtime
 from .checks import check_bool, check_int
-from .clip import clipper
+from .clip import Clipper, clipper
 from .history import History
-from .loop import (OPTIMIZERS, DeviceLoader, build_model, check_run, evaluate, evaluate_into, loaders, make_optimizer,
-                   new_histories, progress_bar, run_config, run_epochs, train_epoch)
+from .loop import (OPTIMIZERS, DeviceLoader, build_model, check_data, check_run, evaluate, evaluate_into, loaders,
+                   make_optimizer, new_histories, progress_bar, run_config, run_epochs, train_epoch)
 
 __all__ = ["fit", "History", "DeviceLoader", "evaluate", "OPTIMIZERS", "SCHEDULES"]
 
@@ -69,14 +69,11 @@ def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sg
     >>> h.diverged, len(h.loss) == h.diverged_step
     (True, True)
     """
-    config = run_config(**locals())
-    check_run(data, epochs, batch_size, lr, optimizer, max_steps, augment, progress)
-    check_int("monitor_every", monitor_every, minimum=0)
-    check_bool("amp", amp)
-    clip_fn = clipper(clip)
+    settings = dict(locals())
+    clip_fn, constrain = check_fit(settings)
+    check_data(data)
+    config = run_config(**settings)
     config["clip"] = clip_fn.spec
-    _parse_schedule(schedule)
-    constrain = _constraint(constraint)
     if constrain is not None:
         config["constraint"] = getattr(constrain, "spec", config["constraint"])
 
@@ -114,6 +111,25 @@ def fit(model: nn.Module | str, data: Any, epochs: int = 1, optimizer: str = "sg
     finally:
         if monitor is not None:
             _record_layers(hist, monitor)
+
+
+def check_fit(settings: dict[str, Any]) -> tuple[Clipper, Callable[[nn.Module], Any] | None]:
+    """Every check :func:`fit` makes of its keyword arguments ``settings`` (``data`` and ``device``
+    aside), before any work: those of :func:`gradkit.loop.check_run`, then ``monitor_every`` (an
+    int >= 0), ``amp`` (a bool), ``clip`` (:func:`gradkit.clip.clipper`), ``schedule`` (see
+    :data:`SCHEDULES`) and ``constraint``. Returns the clipper and the constraint (or None).
+
+    >>> import inspect
+    >>> defaults = {k: p.default for k, p in inspect.signature(fit).parameters.items() if k not in ("model", "data")}
+    >>> check_fit({**defaults, "model": "seed_cnn", "clip": "norm:1"})[0].spec
+    'norm:1.0'
+    """
+    check_run(settings)
+    check_int("monitor_every", settings["monitor_every"], minimum=0)
+    check_bool("amp", settings["amp"])
+    clip_fn = clipper(settings["clip"])
+    _parse_schedule(settings["schedule"])
+    return clip_fn, _constraint(settings["constraint"])
 
 
 class _Stepper:
@@ -159,7 +175,14 @@ class _Stepper:
 
 
 def _parse_schedule(schedule: str | None) -> tuple[str, list[float]] | None:
-    """``"step:5:0.1"`` -> ``("step", [5.0, 0.1])``; None stays None; errors name the accepted forms."""
+    """``"step:5:0.1"`` -> ``("step", [5.0, 0.1])``; None stays None; errors name the accepted forms.
+
+    Every number is finite and > 0; warm-up steps and plateau patience are whole numbers (a warm-up of
+    0.5 steps would divide by zero); the plateau factor is below 1 (it lowers the rate).
+
+    >>> _parse_schedule("warmup:100"), _parse_schedule("plateau:3:0.5")
+    (('warmup', [100.0]), ('plateau', [3.0, 0.5]))
+    """
     if schedule is None:
         return None
     arity = {"cosine": (0,), "step": (2,), "warmup": (1,), "warmup_cosine": (1,), "plateau": (0, 2)}
@@ -168,9 +191,13 @@ def _parse_schedule(schedule: str | None) -> tuple[str, list[float]] | None:
         values = [float(a) for a in args]
     except ValueError:
         values = None
-    if name not in arity or values is None or len(values) not in arity[name] or any(not v > 0 for v in values):
+    ok = (name in arity and values is not None and len(values) in arity[name]
+          and all(math.isfinite(v) and v > 0 for v in values))
+    if ok and name in ("warmup", "warmup_cosine", "plateau") and values:
+        ok = values[0].is_integer() and (name != "plateau" or values[1] < 1)
+    if not ok:
         raise ValueError(f"schedule={schedule!r} is not a schedule; accepted values: {', '.join(SCHEDULES)} "
-                         "(numbers > 0)")
+                         "(finite numbers > 0; whole warm-up steps and patience; a plateau factor below 1)")
     return name, values
 
 

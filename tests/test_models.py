@@ -101,7 +101,8 @@ def test_plain_cnn_rejects_unknown_inits_and_lists_the_accepted_ones(init: str) 
     assert "normal:" in str(err.value)
 
 
-@pytest.mark.parametrize("kw, arg", [({"depth": 2}, "depth"), ({"depth": 4.0}, "depth"), ({"width": 0}, "width")])
+@pytest.mark.parametrize("kw, arg", [({"depth": 2}, "depth"), ({"depth": 4.0}, "depth"), ({"width": 0}, "width"),
+                                     ({"batchnorm": "no"}, "batchnorm must be True or False")])
 def test_plain_cnn_rejects_bad_sizes(kw: dict, arg: str) -> None:
     with pytest.raises(ValueError, match=arg):
         PlainCNN(**kw)
@@ -134,7 +135,7 @@ def test_resnet_rejects_depths_that_are_not_6n_plus_2(depth: object) -> None:
         ResNet(depth=depth)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("width", [0, -1.0, "wide", True])
+@pytest.mark.parametrize("width", [0, -1.0, "wide", True, float("nan"), float("inf")])
 def test_seed_cnn_rejects_bad_widths(width: object) -> None:
     with pytest.raises(ValueError, match="width"):
         SeedCNN(width=width)  # type: ignore[arg-type]
@@ -162,3 +163,27 @@ def test_flops_per_image_leaves_training_mode_and_batchnorm_statistics_alone() -
     assert model.training
     assert torch.equal(model.bn.running_mean, before)
     assert model.bn.num_batches_tracked.item() == 0
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"name": "vgg", "model_kw": None}, "model='vgg' is not a model name; accepted values: seed_cnn, plain_cnn, resnet"),
+    ({"name": ["seed_cnn"], "model_kw": None}, "is not a model name"),
+    ({"name": "seed_cnn", "model_kw": [1]}, "model_kw must be None or a dict of 'seed_cnn' options (width), got [1]"),
+    ({"name": "resnet", "model_kw": {"depht": 8}}, "model_kw ['depht'] are not options of 'resnet'; accepted: depth, width"),
+])
+def test_model_options_are_checked_by_name(kw, words) -> None:
+    from gradkit.models import check_model_kw
+
+    with pytest.raises(ValueError) as err:
+        check_model_kw(**kw)
+    assert words in str(err.value)
+
+
+def test_check_model_builds_once_and_leaves_the_random_state() -> None:
+    from gradkit.models import check_model
+
+    state = torch.random.get_rng_state()
+    assert check_model("plain_cnn", {"depth": 4, "width": 2}) == {"depth": 4, "width": 2}
+    assert torch.equal(torch.random.get_rng_state(), state)
+    with pytest.raises(ValueError, match=r"model_kw=\{'depth': 7\} does not build a 'resnet': depth must be 6n \+ 2"):
+        check_model("resnet", {"depth": 7})

@@ -233,6 +233,10 @@ def test_bad_arguments_raise():
     for bad in (-1, 1.5, True, "1"):
         with pytest.raises(ValueError, match=r"every must be an int >= 0"):
             GradMonitor(two_layers(), every=bad)
+    assert GradMonitor(two_layers(), every=np.int64(2)).every == 2  # a NumPy int is an int (checks.check_int)
+    from gradkit.monitor import DeadUnitMonitor
+
+    assert DeadUnitMonitor(nn.Sequential(nn.Linear(1, 2), nn.ReLU()), every=np.int64(3)).every == 3
     with pytest.raises(ValueError, match="optimizer must be a torch.optim.Optimizer"):
         GradMonitor(two_layers()).attach("sgd")
     with pytest.raises(ValueError, match="unknown clipping method"):

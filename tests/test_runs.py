@@ -244,16 +244,73 @@ def test_two_sweeps_into_one_folder_both_end_up_in_the_summary(tmp_path, data):
     assert sorted(r["clip"] for r in rows) == ["norm:0.1", "norm:0.2", "norm:0.3", "norm:0.4"]
 
 
-@pytest.mark.parametrize("kw, arg", [({"thresholds": ["a"]}, "thresholds"), ({"thresholds": [-1.0]}, "thresholds"),
-                                     ({"thresholds": [1.0], "results_dir": "FILE"}, "results_dir")])
-def test_sweep_refuses_bad_input_before_any_work(tmp_path, data, kw, arg):
+REFUSED = [
+    ({"thresholds": ["a"]}, "thresholds must be numbers > 0; got 'a'"),
+    ({"thresholds": [-1.0]}, "thresholds must be numbers > 0"),
+    ({"thresholds": 1.0}, "thresholds must be a non-empty list, got 1.0"),
+    ({"thresholds": "1.0"}, "thresholds must be a non-empty list"),
+    ({"thresholds": [1.0, 1.0]}, "thresholds lists 1.0 more than once"),
+    ({"thresholds": [1.0], "method": "nrom"}, "method='nrom' is not accepted"),
+    ({"thresholds": [1.0], "results_dir": "FILE"}, "results_dir=.* is a file"),
+    ({"thresholds": [1.0], "results_dir": "FILE/sub"}, "results_dir=.*FILE/sub' cannot be made: .* is a file"),
+    ({"thresholds": [1.0], "results_dir": 5}, "results_dir must be a folder path"),
+    ({"thresholds": [1.0], "stacked": "no"}, "stacked must be True or False, got 'no'"),
+    ({"thresholds": [1.0], "progress": "no"}, "progress must be True or False, got 'no'"),
+    ({"thresholds": [1.0], "base": [1]}, r"base must be None or a dict"),
+    ({"thresholds": [1.0], "data": "notdata"}, "data must be a gradkit.data.Dataset"),
+    ({"configs": {"model": "seed_cnn"}}, r"configs must be a non-empty list of dicts .*\(wrap one config in a list\)"),
+    ({"configs": "abc"}, "configs must be a non-empty list of dicts"),
+    ({"configs": []}, "configs must be a non-empty list of dicts"),
+    # a bad value in the second config is found before the first one trains
+    ({"configs": [{}, {"lr": "x"}]}, r"configs\[1\]: lr must be a finite number > 0, got 'x'"),
+    ({"configs": [{}, {"momentum": 1.5}]}, r"configs\[1\]: momentum must be"),
+    ({"configs": [{}, {"model_kw": {"width": "x"}}]}, r"configs\[1\]: model_kw=\{'width': 'x'\} does not build"),
+    ({"configs": [{}, {"model_kw": {"widht": 1}}]}, r"configs\[1\]: model_kw \['widht'\] are not options"),
+    ({"configs": [{}, {"clip": "norm:0"}]}, r"configs\[1\]: spec='norm:0'"),
+    ({"configs": [{"clip": "norm:1"}, {"clip": 1.0}]}, "configs 0 and 1 are the same run"),
+    ({"configs": [{"subset": "5"}]}, r"configs\[0\]: config 'subset' must be None or an int >= 1, got '5'"),
+    ({"configs": [{"subset": 100}]}, r"config 'subset'=100 does not describe the data given \(subset 256\)"),
+    ({"configs": [{"val": 10}]}, r"config 'val'=10 does not describe the data given \(val 0\)"),
+    ({"configs": [{"data_seed": 3}]}, "config 'data_seed'=3 is not used with data="),
+]
+
+
+@pytest.mark.parametrize("kw, message", REFUSED, ids=[str(kw)[:60] for kw, _ in REFUSED])
+def test_sweep_refuses_bad_input_before_any_work(tmp_path, data, monkeypatch, kw, message):
     (tmp_path / "FILE").write_text("x")
-    if kw.get("results_dir") == "FILE":
-        kw = {**kw, "results_dir": tmp_path / "FILE"}
-    kw.setdefault("results_dir", tmp_path / "out")
-    with pytest.raises(ValueError, match=arg):
-        sweep(base={"model": "seed_cnn"}, data=data, progress=False, **kw)
+    if isinstance(kw.get("results_dir"), str):
+        kw = {**kw, "results_dir": tmp_path / kw["results_dir"]}
+    kw = {"results_dir": tmp_path / "out", "base": {"model": "seed_cnn", "model_kw": {"width": 0.25}}, "data": data,
+          "progress": False, **kw}
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("trained a run"))
+    monkeypatch.setattr(runs, "fit_stacked", lambda *a, **k: pytest.fail("trained a run"))
+    with pytest.raises(ValueError, match=message):
+        sweep(**kw)
     assert not (tmp_path / "out").exists()
+
+
+def test_data_settings_that_describe_the_data_given_are_accepted(tmp_path, data):
+    [h] = sweep(configs=[{"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1, "subset": 256,
+                          "test_subset": 128, "val": 0}], data=data, results_dir=tmp_path, progress=False)
+    assert len(h.loss) == 1 and h.config["subset"] is None  # with data=, the data settings are not the run's
+
+
+@pytest.mark.parametrize("where", ["FILE", "FILE/sub"])
+def test_grid_refuses_an_out_folder_that_cannot_be_made_before_any_work(tmp_path, monkeypatch, where):
+    from gradkit import grid
+
+    (tmp_path / "FILE").write_text("x")
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("trained a run"))
+    with pytest.raises(ValueError, match="results_dir=.*(is a file|cannot be made)"):
+        grid.run_grid(thresholds=[1.0], data="synthetic", max_steps=1, out=tmp_path / where, workers=1, progress=False)
+
+
+@pytest.mark.parametrize("where", [5, None, b"/tmp", "FILE", "missing"])
+def test_load_sweep_names_a_folder_it_cannot_read(tmp_path, where):
+    (tmp_path / "FILE").write_text("x")
+    where = tmp_path / where if isinstance(where, str) else where
+    with pytest.raises(ValueError, match="results_dir"):
+        load_sweep(where)
 
 
 def test_unknown_model_options_name_the_accepted_ones(data):

@@ -28,8 +28,9 @@ def test_set_seed_makes_draws_repeat():
     a = torch.rand(3, generator=runtime.set_seed(7)), torch.rand(3)
     b = torch.rand(3, generator=runtime.set_seed(7)), torch.rand(3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    with pytest.raises(ValueError, match="seed"):
-        runtime.set_seed(1.5)
+    for bad in (1.5, -1, 2**64, True, "1"):  # the seeds cifar10() and synthetic() refuse too (checks.check_seed)
+        with pytest.raises(ValueError, match="seed must be an int from 0 to 18446744073709551615"):
+            runtime.set_seed(bad)
 
 
 def test_resolve_device():

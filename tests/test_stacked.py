@@ -90,6 +90,10 @@ def test_members_are_evaluated_on_the_validation_split_as_fit_is():
     ({"model": "resnet", "clips": ["none"], "model_kw": {"depth": 8}}, ["BatchNorm", "seed_cnn"]),
     ({"model": PlainCNN(depth=4, width=4, batchnorm=True), "clips": ["none"]}, ["BatchNorm", "plain_cnn"]),
     ({"model": "seed_cnn", "clips": ["none"], "optimizer": "lbfgs"}, ["optimizer", "sgd"]),
+    ({"model": "seed_cnn", "clips": "norm:1"}, ["clips must be a non-empty list"]),
+    ({"model": "seed_cnn", "clips": ["norm:1", "norm:1.0"]}, ["clips lists 'norm:1.0' more than once"]),
+    ({"model": "seed_cnn", "clips": ["none"], "augment": "no"}, ["augment must be True or False"]),
+    ({"model": "seed_cnn", "clips": ["none"], "momentum": float("nan")}, ["momentum must be a finite number in [0, 1)"]),
 ])
 def test_bad_input_raises(data, kwargs, words):
     kw = {**SMALL, "model_kw": None, **kwargs}

@@ -64,6 +64,13 @@ def test_plot_marks_each_suggestion(data):
     ({"steps": 0}, "steps must be an int >= 1"),
     ({"quantiles": (0.5, 1.5)}, r"quantiles must be .* in \[0, 1\]"),
     ({"quantiles": ()}, "quantiles must be a non-empty"),
+    ({"quantiles": 0.5}, "quantiles must be a non-empty list, got 0.5"),
+    ({"quantiles": [float("nan")]}, r"quantiles must be a finite number in \[0, 1\], got nan"),
+    ({"quantiles": ["0.5"]}, r"quantiles must be a finite number in \[0, 1\], got '0.5'"),
+    ({"quantiles": [0.5, 0.5]}, "quantiles lists 0.5 more than once"),
+    ({"steps": "5"}, "steps must be an int >= 1, got '5'"),
+    ({"batch_size": "8"}, "batch_size must be an int >= 1, got '8'"),
+    ({"progress": "no"}, "progress must be True or False"),
 ])
 def test_bad_arguments_raise(data, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -127,10 +127,54 @@ def test_bad_arguments_raise_clear_errors(data, kw, match):
         fit(data=data, **_small(**kw))
 
 
+# Each refused before the model is built or a batch made (and with a ValueError naming it, never a
+# bare TypeError or OverflowError from inside torch, nor a silent run with a meaningless setting).
+NAMED_BEFORE_ANY_WORK = [
+    ({"momentum": "0.9"}, r"momentum must be a finite number in \[0, 1\), got '0.9'"),
+    ({"momentum": float("nan")}, r"momentum must be a finite number in \[0, 1\), got nan"),
+    ({"momentum": 5.0}, r"momentum must be .*got 5.0"),
+    ({"momentum": 1.0}, r"momentum must be .*got 1.0"),
+    ({"momentum": -0.1}, r"momentum must be .*got -0.1"),
+    ({"weight_decay": "0"}, "weight_decay must be a finite number >= 0, got '0'"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number >= 0, got nan"),
+    ({"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0"),
+    ({"schedule": "warmup:inf"}, "schedule='warmup:inf'"),
+    ({"schedule": "warmup:0.5"}, "schedule='warmup:0.5'.*whole warm-up steps"),
+    ({"schedule": "step:1:inf"}, "schedule='step:1:inf'"),
+    ({"schedule": "plateau:2:1.5"}, "schedule='plateau:2:1.5'.*plateau factor below 1"),
+    ({"model_kw": [1]}, r"model_kw must be None or a dict of 'seed_cnn' options \(width\), got \[1\]"),
+    ({"seed": -1}, "seed must be an int from 0 to"),
+    ({"seed": 2**64}, "seed must be an int from 0 to"),
+    ({"seed": 1.0}, "seed must be an int from 0 to"),
+    ({"max_steps": 0}, "max_steps must be None or an int >= 1"),
+    ({"progress": "no"}, "progress must be True or False"),
+    ({"model": None}, "model must be an nn.Module or a model name"),
+]
+
+
+@pytest.mark.parametrize("kw, match", NAMED_BEFORE_ANY_WORK, ids=[str(kw) for kw, _ in NAMED_BEFORE_ANY_WORK])
+def test_bad_settings_are_named_before_any_work(data, monkeypatch, kw, match):
+    import gradkit.train
+
+    monkeypatch.setattr(gradkit.train, "build_model", lambda *a, **k: pytest.fail("built the model"))
+    with pytest.raises(ValueError, match=match):
+        fit(data=data, **_small(**kw))
+
+
+@pytest.mark.parametrize("kw, match", [(kw, m) for kw, m in NAMED_BEFORE_ANY_WORK if "schedule" not in kw],
+                         ids=[str(kw) for kw, _ in NAMED_BEFORE_ANY_WORK if "schedule" not in kw])
+def test_fit_stacked_shares_the_checks(data, monkeypatch, kw, match):
+    import gradkit.stacked
+
+    monkeypatch.setattr(gradkit.stacked, "build_model", lambda *a, **k: pytest.fail("built the model"))
+    with pytest.raises(ValueError, match=match):
+        gradkit.stacked.fit_stacked(data=data, clips=["none", "norm:1"], **_small(**kw))
+
+
 def test_bad_data_and_model_raise(data):
     with pytest.raises(ValueError, match="data must be a gradkit.data.Dataset"):
         fit("seed_cnn", (data.train_x, data.train_y), progress=False)
-    with pytest.raises(ValueError, match="name='vgg'"):
+    with pytest.raises(ValueError, match="model='vgg' is not a model name"):
         fit("vgg", data, progress=False)
 
 
