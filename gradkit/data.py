@@ -30,6 +30,7 @@ import io
 import math
 import os
 import pickle
+import stat
 import tarfile
 import tempfile
 import warnings
@@ -42,7 +43,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .checks import check_int
+from .checks import check_bool, check_int, check_seed
 from .runtime import resolve_device
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -152,7 +153,8 @@ def synthetic(n: int = 512, n_test: int = 256, seed: int = 0, device: str | torc
     check_int("n", n, 1)
     check_int("n_test", n_test, 1)
     check_int("n_val", n_val, 0)
-    check_int("seed", seed, 0)
+    check_seed("seed", seed)
+    resolve_device(device)  # checked here: a bad device is named before any image is made
     g = torch.Generator().manual_seed(seed)
     # Fixed colours (not seeded) so train and test of any seed share the class structure.
     palette = torch.tensor(
@@ -321,9 +323,25 @@ def _read_folders(folder: Path) -> tuple[dict[str, Tensor], str]:
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             files = sorted(p for p in class_dir.iterdir()
                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            for p in files:
+                _check_image_file(p)
             jpeg = jpeg or any(p.suffix.lower() != ".png" for p in files)
             images[split][class_dir.name] = [(p.name, _decode(p, str(p))) for p in files]
     return _assemble(images, str(folder)), _name(jpeg)
+
+
+def _check_image_file(path: Path) -> None:
+    """Refuse, naming it, an image path that is not a regular file of at most :data:`MAX_IMAGE_BYTES`
+    (a FIFO named ``0001.png`` would block the decoder forever; a huge file is not a 32x32 image)."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err})") from err
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path}: not a regular file (a device, pipe or folder), so not an image; not read")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{path}: {info.st_size} bytes, too large for a 32x32 image (limit {MAX_IMAGE_BYTES} "
+                         "bytes); not read")
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -380,10 +398,29 @@ def _read_torchvision(folder: Path) -> tuple[dict[str, Tensor], str]:
     batches = {}
     for name in [n for names in TORCHVISION_FILES.values() for n in names]:
         path = folder / name
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"{path}: file missing from torchvision's CIFAR-10 folder (partial download?)")
-        batches[name] = _unpickle_batch(path.read_bytes(), name, str(path))
+        batches[name] = _unpickle_batch(_read_batch_file(path), name, str(path))
     return _batches_to_tensors(batches), "CIFAR-10"
+
+
+def _read_batch_file(path: Path) -> bytes:
+    """The bytes of a batch file, read only when it is a regular file of at most :data:`MAX_BATCH_BYTES`
+    (checked with one stat first, as the archive reader checks a member's size): a 400 MB file is
+    refused unread, and a link to ``/dev/zero`` or a FIFO, which would never end, is not opened."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err})") from err
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path}: not a regular file (a device, pipe or folder), so not a CIFAR-10 batch; not read")
+    if info.st_size > MAX_BATCH_BYTES:
+        raise ValueError(f"{path}: {info.st_size} bytes, larger than any CIFAR-10 batch file (about 31 MB); not read")
+    with open(path, "rb") as f:
+        data = f.read(MAX_BATCH_BYTES + 1)  # the file may have grown since the stat
+    if len(data) > MAX_BATCH_BYTES:
+        raise ValueError(f"{path}: more than {MAX_BATCH_BYTES} bytes, larger than any CIFAR-10 batch file; not read")
+    return data
 
 
 def _read_archive(path: Path) -> tuple[dict[str, Tensor], str]:
@@ -548,8 +585,7 @@ def _load_all(kind: str, path: Path) -> dict:
 
 def _balanced_indices(y: Tensor, n: int, seed: int, arg: str, classes: list[str]) -> Tensor:
     """``n`` indices with class counts differing by at most one, drawn with ``seed``, shuffled."""
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(y):
-        raise ValueError(f"{arg} must be None or an int from 1 to {len(y)}, got {n!r}")
+    check_int(arg, n, minimum=1, maximum=len(y), optional=True)
     g = torch.Generator().manual_seed(seed)
     k = len(classes)
     counts = torch.full((k,), n // k)
@@ -599,12 +635,11 @@ def cifar10(
     >>> data.train_x.shape, data.train_y.bincount().tolist(), data.n_val  # doctest: +SKIP
     (torch.Size([1000, 3, 32, 32]), [100, 100, 100, 100, 100, 100, 100, 100, 100, 100], 100)
     """
-    if not isinstance(download, bool):
-        raise ValueError(f"download must be True or False, got {download!r}")
-    check_int("seed", seed, 0)
-    for arg, value in (("subset", subset), ("test_subset", test_subset)):
-        if value is not None:
-            check_int(arg, value, 1)
+    check_bool("download", download)
+    check_seed("seed", seed)
+    check_int("subset", subset, optional=True)
+    check_int("test_subset", test_subset, optional=True)
+    check_int("val", val, minimum=0, optional=True)
     resolve_device(device)  # checked here: a bad device is named before any data is read
     data_root, origin = _data_root(root)
     found = _locate(data_root)
@@ -623,11 +658,9 @@ def cifar10(
     entry = _load_all(*found)
     train_x, train_y, test_x, test_y = entry["train_x"], entry["train_y"], entry["test_x"], entry["test_y"]
     mean, std = tuple(entry["mean"]), tuple(entry["std"])
-    n_val = default_val_size(subset or len(train_y)) if val is None else check_int("val", val, 0)
+    n_val = _check_split(len(train_y), subset, val)
     val_x = val_y = None
     if n_val:
-        if n_val >= len(train_y):
-            raise ValueError(f"val must be an int from 0 to {len(train_y) - 1}, got {val!r}")
         held = _balanced_indices(train_y, n_val, VAL_SEED, "val", entry["classes"])
         rest = torch.ones(len(train_y), dtype=torch.bool)
         rest[held] = False
@@ -646,6 +679,38 @@ def cifar10(
         name=entry["name"], synthetic=False, mean=mean, std=std,  # type: ignore[arg-type]
         val_x=val_x, val_y=val_y,
     ).to(device)
+
+
+def _check_split(n_images: int, subset: int | None, val: int | None) -> int:
+    """The validation images to hold out of ``n_images`` training images; refused, naming the
+    argument and its accepted range, when ``val`` and ``subset`` do not both fit in them.
+
+    ``val=None`` holds out :func:`default_val_size` of the images used (``subset // 10`` for a
+    subset), so a subset fits when ``subset + subset // 10 <= n_images``; a given ``val`` leaves
+    ``n_images - val`` images to draw the subset from.
+
+    >>> _check_split(50_000, None, None), _check_split(50_000, 10_000, None), _check_split(200, 150, 50)
+    (5000, 1000, 50)
+    >>> _check_split(200, 190, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: subset must be None or an int from 1 to 182 (this copy has 200 training images, and val=None holds out subset // 10 of them), got 190
+    """
+    if val is not None and val >= n_images:
+        raise ValueError(f"val must be None or an int from 0 to {n_images - 1} (this copy has {n_images} training "
+                         f"images), got {val!r}")
+    if subset is None:
+        return default_val_size(n_images) if val is None else val
+    if val is None:
+        largest = n_images * 10 // 11  # s + s // 10 <= n: start just below and step up
+        while largest + 1 + default_val_size(largest + 1) <= n_images:
+            largest += 1
+        why = f"this copy has {n_images} training images, and val=None holds out subset // 10 of them"
+    else:
+        largest, why = n_images - val, f"this copy has {n_images} training images, and val={val} are held out"
+    if subset > largest:
+        raise ValueError(f"subset must be None or an int from 1 to {largest} ({why}), got {subset!r}")
+    return default_val_size(subset) if val is None else val
 
 
 def default_val_size(n_train: int) -> int:

@@ -620,3 +620,71 @@ def test_validation_split_is_balanced_disjoint_seed_independent_and_excluded_fro
     assert cifar10(root=root, device="cpu").n_val == 4  # default: a tenth of the 40 training images
     with pytest.raises(ValueError, match="val"):
         cifar10(root=root, device="cpu", val=40)
+
+
+@pytest.mark.parametrize("kind", ["oversized", "dev-zero", "fifo"])
+def test_a_batch_file_that_is_not_a_small_regular_file_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    root = write_torchvision(tmp_path / "d")
+    batch = root / "cifar-10-batches-py" / "data_batch_4"
+    batch.unlink()
+    if kind == "oversized":
+        with open(batch, "wb") as f:
+            f.truncate(gdata.MAX_BATCH_BYTES + 1)  # sparse: no disk used, and reading it whole took 400 MB
+        message = rf"data_batch_4: {gdata.MAX_BATCH_BYTES + 1} bytes, larger than any CIFAR-10 batch file"
+    elif kind == "dev-zero":
+        batch.symlink_to("/dev/zero")  # read whole, it never ends
+        message = "data_batch_4: not a regular file"
+    else:
+        os.mkfifo(batch)  # opened, it blocks until a writer comes
+        message = "data_batch_4: not a regular file"
+    original = gdata._unpickle_batch
+
+    def unpickle(data: bytes, key: str, name: str):
+        assert key != "data_batch_4", "read the bad batch"
+        return original(data, key, name)
+
+    monkeypatch.setattr(gdata, "_unpickle_batch", unpickle)
+    with pytest.raises(ValueError, match=message):
+        cifar10(root=root, device="cpu", val=0)
+
+
+def test_an_image_path_that_is_a_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
+    root = write_folders(tmp_path / "d")
+    os.mkfifo(root / "train" / "cat" / "0002.png")
+    with pytest.raises(ValueError, match=r"cat/0002\.png: not a regular file"):
+        cifar10(root=root, device="cpu", val=0)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"subset": 10**9}, r"subset must be None or an int from 1 to 19 \(this copy has 20 training images, and "
+                        r"val=None holds out subset // 10 of them\), got 1000000000"),
+    ({"subset": 19, "val": 5}, r"subset must be None or an int from 1 to 15 \(.*val=5 are held out\), got 19"),
+    ({"val": 20}, r"val must be None or an int from 0 to 19 \(this copy has 20 training images\), got 20"),
+])
+def test_sizes_that_do_not_fit_name_the_argument_and_its_range(tmp_path: Path, kw: dict, message: str) -> None:
+    root = write_folders(tmp_path / "d")
+    with pytest.raises(ValueError, match=message):
+        cifar10(root=root, device="cpu", **kw)
+
+
+@pytest.mark.parametrize("kw, arg", [({"val": "x"}, "val must be None or an int >= 0"),
+                                     ({"val": -1}, "val must be None or an int >= 0"),
+                                     ({"val": True}, "val must be None or an int >= 0"),
+                                     ({"seed": 2**64}, "seed must be an int from 0 to"),
+                                     ({"download": 1}, "download must be True or False")])
+def test_more_bad_arguments_are_named_before_the_data_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kw: dict, arg: str
+) -> None:
+    monkeypatch.setattr(gdata, "_load_all", lambda kind, path: pytest.fail("read the data"))
+    with pytest.raises(ValueError, match=arg):
+        cifar10(root=write_folders(tmp_path / "d"), **{"val": 0, **kw})
+
+
+def test_synthetic_names_a_bad_device_and_seed_before_making_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gdata, "_mean_std", lambda x: pytest.fail("made the images"))
+    with pytest.raises(ValueError, match="device='gpu' is not a device"):
+        synthetic(n=10, n_test=10, device="gpu")
+    with pytest.raises(ValueError, match="seed must be an int from 0 to"):
+        synthetic(n=10, n_test=10, seed=-1)
