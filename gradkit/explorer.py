@@ -85,6 +85,10 @@ def live_dir(profile: str | None = None) -> Path:
     return cache_dir() / "live" / get_profile(profile)
 
 
+# Inches: tall enough for the legends under the panels and the run legend above them.
+FIGURE_HEIGHT = 8.2
+
+
 class _ProgressBar:
     """tqdm's ``update``/``set_postfix``/``close`` drawn on an ``IntProgress`` and a line of text, for
     :func:`gradkit.train.fit`'s ``progress=``: widget updates reach the browser from any thread."""
@@ -464,10 +468,18 @@ class ThresholdExplorer:
         v = self.views
         if not v.get("available"):
             raise ValueError("the selection has no run in the sweep: choose another setting, or train it")
-        fig, axes = new_figure(2, 3, width=13.5, height=6.6)
-        self._draw_row(v, list(axes[0]) + list(axes[1]))
-        fig.suptitle(f"{v['label']}, seed {v['seed']}: {plots.spec_label(self._spec(v))}")
+        fig, axes = new_figure(2, 3, width=13.5, height=FIGURE_HEIGHT)
+        self._draw_figure(fig, axes, v)
         return fig
+
+    def _draw_figure(self, fig: Any, axes: Any, v: dict[str, Any]) -> None:
+        """The six views into the 2x3 ``axes`` of ``fig``, the runs named once below them (the loss, step and
+        per-epoch panels share their colours) and every other legend under its panel, off the data."""
+        self._draw_row(v, list(axes[0]) + list(axes[1]))
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8,
+                   title="runs (loss, step and per-epoch panels)", title_fontsize=8)
+        fig.suptitle(f"{v['label']}, seed {v['seed']}: {plots.spec_label(self._spec(v))}")
 
     @staticmethod
     def _spec(v: dict[str, Any]) -> str:
@@ -494,7 +506,7 @@ class ThresholdExplorer:
         ax = next(it)
         plots.loss_curves(ax, curves(v["loss"], v["baseline_loss"], v["matched_loss"]), colors=colors,
                           dashed=[matched] if matched else ())
-        ax.legend(fontsize=7, loc="upper right")
+        ax.get_legend().remove()  # the runs are named once, below the panels
         ax = next(it)
         self._draw_accuracy(ax, v)
         ax = next(it)
@@ -503,19 +515,24 @@ class ThresholdExplorer:
                                   clipped_share=v["clipped_share"], color=colors[label])
         if v["method"] in _SCALE_NOTE:
             ax.set_title(f"{ax.get_title()}\n({_SCALE_NOTE[v['method']]})", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
+        plots.legend_below(ax, ncol=3)
         ax = next(it)
         runs = {name: self.index.runs[rid] for name, rid in
                 [(none, v["baseline_id"]), (matched, v["matched_id"]), (label, v["run_id"])]
                 if name and rid and (name != none or v["method"] != "none")}
         draw_step_sizes(ax, runs, threshold=v["threshold_line"], colors=colors)
+        for line in ax.lines:
+            if matched and line.get_label() == matched:
+                line.set_linestyle("--")  # dashed as in the loss and per-epoch panels
         ax.set_title("the step actually taken", fontsize=9)
+        # under the panel: only the two bound lines (the runs are named below the panels)
+        plots.legend_below(ax, [line for line in ax.lines if line.get_label().startswith("lr*c")])
         reference = None
         if v["baseline_update_ratio"] is not None and v["method"] != "none":
             reference = (v["baseline_layer_steps"], v["baseline_update_ratio"])
         ax = next(it)
         plots.update_ratio_curves(ax, v["layer_steps"], v["update_ratio"], v["layer_names"], reference=reference)
-        ax.legend(ncol=2, fontsize=6, loc="lower left")
+        plots.legend_below(ax, ncol=3, fontsize=6)
         if reference is not None:
             ax.set_title("solid: clipped, dotted: no clipping", fontsize=9)
         ax = next(it)
@@ -526,7 +543,6 @@ class ThresholdExplorer:
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title("validation accuracy per epoch", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
 
     @staticmethod
     def _draw_accuracy(ax: Any, v: dict[str, Any]) -> None:
@@ -546,7 +562,7 @@ class ThresholdExplorer:
         sym = "lambda" if method == "agc" else "c"
         ax.set_xlabel(f"{plots.METHOD_NAMES.get(method, method)} threshold {sym} (log scale)")
         ax.set_ylabel("final validation accuracy (%)")
-        ax.legend(fontsize=7, loc="lower right")
+        plots.legend_below(ax)
 
     def static(self, count: int = 3) -> list[Any]:
         """Without a widget front end: the six views (:meth:`draw`) for ``count`` representative thresholds of
@@ -579,9 +595,8 @@ class ThresholdExplorer:
         figures = []
         for v in rows:
             # A lower dpi keeps the stored notebooks small: these are the largest figures of the lesson.
-            fig, axes = plots.figure(2, 3, width=13.5, height=6.6, dpi=80)
-            self._draw_row(v, list(axes[0]) + list(axes[1]))
-            fig.suptitle(f"{v['label']}, seed {v['seed']}: {plots.spec_label(self._spec(v))}")
+            fig, axes = plots.figure(2, 3, width=13.5, height=FIGURE_HEIGHT, dpi=80)
+            self._draw_figure(fig, axes, v)
             plots.display_figure(fig)
             figures.append(fig)
         return figures

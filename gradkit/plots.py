@@ -48,6 +48,29 @@ METHOD_COLORS: dict[str, str] = {
 }
 
 
+def legend_below(ax: Any, handles: Sequence[Any] | None = None, *, ncol: int = 2, fontsize: float = 7,
+                 offset: float = 0.2) -> Any:
+    """A legend under ``ax``, outside the data area (below the x label: ``offset`` is in axes heights), so it
+    covers no curve, whatever the data; with a constrained layout the figure makes room for it. ``handles``:
+    the artists to name (default: every labelled one). Returns the legend (None when nothing is labelled).
+
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots(layout="constrained")
+    >>> _ = ax.plot([1, 2], label="a")
+    >>> leg = legend_below(ax)
+    >>> fig.canvas.draw()
+    >>> bool(leg.get_window_extent().y1 < ax.get_window_extent().y0)  # wholly under the axes
+    True
+    >>> plt.close(fig)
+    """
+    if handles is None:
+        handles = ax.get_legend_handles_labels()[0]
+    if not handles:
+        return None
+    return ax.legend(handles=list(handles), loc="upper center", bbox_to_anchor=(0.5, -offset), ncol=ncol,
+                     fontsize=fontsize, borderaxespad=0)
+
+
 def use_style() -> None:
     """Apply the kit's matplotlib style to ``matplotlib.rcParams``.
 
@@ -189,7 +212,7 @@ def clip_rate_curve(ax: Any, clipped: Sequence[bool], *, window: int = 50, color
     ax.set_xlabel("step")
     ax.set_ylabel(f"steps clipped (%, {window}-step mean)")
     if label:
-        ax.legend()
+        legend_below(ax)
     return ax
 
 
@@ -291,6 +314,32 @@ def _log_y(ax: Any, min_decades: float = 0.0) -> None:
     if lo > 0 and np.log10(hi / lo) >= 2:
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(_decade_label))
         ax.yaxis.set_minor_locator(ticker.NullLocator())
+
+
+def log_x_ticks(ax: Any) -> None:
+    """Tick labels of a log x axis that never collide: over 3 decades or more only the decades (``1e2``),
+    below that 1, 2 and 5 times each decade as plain numbers (``2``, ``50``, ``0.5``), no minor labels
+    (matplotlib's default labels minor ticks as ``2x10^0``, ``3x10^0``, ... on a short axis, on top of
+    each other).
+
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> _ = ax.plot([1.7, 38.6], [0, 1]); ax.set_xscale("log"); log_x_ticks(ax)
+    >>> [t.get_text() for t in ax.get_xticklabels() if 1.7 <= t.get_position()[0] <= 38.6]
+    ['2', '5', '10', '20']
+    >>> plt.close(fig)
+    """
+    from matplotlib import ticker
+
+    lo, hi = ax.get_xlim()
+    span = np.log10(hi / lo) if lo > 0 and hi > lo else np.inf
+    if span >= 3:
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0,)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_decade_label))
+    else:
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def product_norm_curves(ax: Any, norms: Mapping[float, np.ndarray], width: int) -> Any:
@@ -528,7 +577,7 @@ def grad_norm_trace(ax: Any, norm_before: Sequence[float], *, threshold: float |
     ax.set_ylabel("||g|| before clipping (log scale)")
     if clipped is not None and len(clipped):
         ax.set_title(f"{100 * float(np.mean(clipped)):.0f}% of steps clipped")
-    ax.legend()
+    legend_below(ax)  # the threshold line crosses the whole panel: a legend inside would sit on it
     return ax
 
 
@@ -567,6 +616,7 @@ def remedy_bars(ax_acc: Any, ax_norm: Any, labels: Sequence[str], histories: Seq
     ax_norm.set_yticks(y, [])
     ax_norm.set_ylim(ax_acc.get_ylim())
     ax_norm.set_xscale("log")
+    log_x_ticks(ax_norm)
     ax_norm.grid(True, axis="y", linestyle=":", linewidth=0.5)
     ax_norm.set_xlabel("largest ||g|| before clipping (log)")
     return ax_acc

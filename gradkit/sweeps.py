@@ -800,7 +800,7 @@ def draw_step_sizes(ax: Any, runs: dict[str, Any], threshold: float | None = Non
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(f"step ||w_t+1 - w_t|| ({window}-step mean)")
-    ax.legend(fontsize=7, loc="lower left")
+    plots.legend_below(ax)  # under the panel: inside, it would cover the first steps or the bound lines
     return ax
 
 
@@ -817,3 +817,64 @@ def zero_gradient_share(h: Any) -> np.ndarray:
     if norms.ndim != 2:
         return np.zeros(0)
     return (norms == 0).mean(axis=1)
+
+
+def zero_gradient_from(h: Any, share: float = 0.9) -> int | None:
+    """The first recorded step (``History.layer_steps``) at which at least ``share`` of a run's layers had a
+    gradient norm of exactly 0 (:func:`zero_gradient_share`), or None when none did: where a run lost its
+    units (the records are ``monitor_every`` steps apart, so the loss happened in the interval before).
+
+    >>> from types import SimpleNamespace as Run
+    >>> zero_gradient_from(Run(layer_steps=[0, 10, 20], layer_grad_norm=[[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]))
+    20
+    """
+    zero = zero_gradient_share(h)
+    hits = np.flatnonzero(zero >= share)
+    return int(h.layer_steps[hits[0]]) if hits.size else None
+
+
+def describe_dead_units(label: str, steps: Sequence[int], share: Any, step_norm: Sequence[float] | None = None,
+                        half: float = 0.5) -> str:
+    """One sentence, computed from a :class:`gradkit.monitor.DeadUnitHistory` (``steps`` (S,), ``share``
+    (S, L): the share of dead units of each ReLU layer, layer 0 first, on each measured training batch),
+    on how a run lost its units: the mean share at the first and last step, the first layer to pass
+    ``half`` dead and when, the layers entirely dead at the end (no gradient passes below a layer that is
+    dead on the whole batch), the deepest third against the first third at the end, and, with
+    ``step_norm`` (``History.step_norm``), where the largest step fell.
+
+    >>> print(describe_dead_units("run", [0, 1, 2], [[0.0, 0.0, 0.0], [0.0, 0.2, 0.6], [0.0, 0.4, 1.0]], [0.5, 0.1, 0.1]))
+    run: dead units 0% at step 0 -> 47% at step 2 (mean over 3 ReLU layers); first more than 50% dead: layer 2 (0 = first) at step 1; entirely dead at the end: layer 2, so no gradient reached the layers below it; at the end the deepest 1 layers were 100% dead, the first 1 0%; largest step 0.5 at step 0, 1 steps before a layer passed 50% dead
+    """
+    s = np.asarray(share, dtype=float)
+    t = np.asarray(steps)
+    if s.ndim != 2 or s.shape[0] != t.size or t.size == 0:
+        raise ValueError(f"share must be (steps, layers) with one row per step, got shape {s.shape} for {t.size} steps")
+    n = s.shape[1]
+    mean = s.mean(axis=1)
+    text = [f"{label}: dead units {100 * mean[0]:.0f}% at step {t[0]} -> {100 * mean[-1]:.0f}% at step {t[-1]} "
+            f"(mean over {n} ReLU layers)"]
+    over = s > half
+    first = int(np.argmax(over.any(axis=1))) if over.any() else None
+    if first is None:
+        text.append(f"no layer was ever more than {100 * half:.0f}% dead")
+    else:
+        layers = np.flatnonzero(over[first])
+        text.append(f"first more than {100 * half:.0f}% dead: layer {'/'.join(str(j) for j in layers)} (0 = first) "
+                    f"at step {t[first]}")
+    full = np.flatnonzero(s[-1] >= 1.0)
+    if full.size:
+        text.append(f"entirely dead at the end: layer {'/'.join(str(j) for j in full)}, so no gradient reached the "
+                    f"layers below it")
+    else:
+        text.append("no layer entirely dead at the end")
+    k = max(n // 3, 1)
+    text.append(f"at the end the deepest {k} layers were {100 * s[-1, -k:].mean():.0f}% dead, the first {k} "
+                f"{100 * s[-1, :k].mean():.0f}%")
+    if step_norm is not None and len(step_norm):
+        norms = np.asarray(step_norm, dtype=float)
+        big = int(np.nanargmax(norms))
+        when = ""
+        if first is not None and t[first] > big:
+            when = f", {t[first] - big} steps before a layer passed {100 * half:.0f}% dead"
+        text.append(f"largest step {norms[big]:.3g} at step {big}{when}")
+    return "; ".join(text)

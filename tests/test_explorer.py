@@ -9,6 +9,8 @@ from gradkit import explorer, plots, sweeps
 from gradkit.data import synthetic
 from gradkit.explorer import ThresholdExplorer
 from gradkit.sweeps import describe_method, describe_setting, sweep_table
+
+from .test_plots import legends_off_the_data
 from gradkit.runs import load_sweep, sweep
 from gradkit.train import History
 
@@ -117,9 +119,13 @@ def test_draw_and_static_figures(ex):
     run = ex.index.runs[ex.views["run_id"]]
     np.testing.assert_allclose(steps["norm clipping, c=0.1"], plots.running_mean(run.step_norm, 10))
     np.testing.assert_allclose(steps["lr*c/(1-m), m=0.9"], np.asarray(run.lr) * 0.1 / (1 - 0.9))
+    # no legend on any panel's data (the step panel's sat on the curves, the per-epoch one on the 10% line)
+    assert legends_off_the_data(fig) == []
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [ln.get_label() for ln in loss_ax.lines]
     figs = ex.static()
     # thresholds 0.01, 0.1, 1: one screen-sized figure of six views each
     assert len(figs) == 3 and all(len(f.axes) == 6 for f in figs)
+    assert all(legends_off_the_data(f) == [] for f in figs)
     assert ex.views["threshold"] == 0.1  # drawing the grid leaves the selection alone
     plt.close("all")
 
