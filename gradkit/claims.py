@@ -505,26 +505,29 @@ def verdict_vanishing(before: Sequence[float], after: Sequence[float], min_decay
 def verdict_dead_units(unclipped: dict[str, float], clipped: dict[str, float], min_dead: float = 0.5,
                        margin: float = 0.2) -> Verdict:
     """Claim 1b, from two runs that differ only in clipping: each dict has ``"dead"`` (share of
-    ReLU units dead after training, :func:`gradkit.monitor.dead_relu_share`) and ``"acc"`` (validation accuracy).
+    ReLU units dead after training, :func:`gradkit.monitor.dead_relu_share`), ``"acc"`` (validation
+    accuracy) and optionally ``"step"`` (the largest step the run took, ``max(History.step_norm)``).
 
     Rule: if fewer than ``min_dead`` (50%) of the unclipped run's units died, there was no
     collapse to prevent: inconclusive at this size. If the clipped run lost at least ``margin``
-    (20 points) fewer units: holds only when a too-large step is what killed them (as here;
-    clipping bounds the gradient, so that step is smaller). Otherwise clipping did not prevent
-    the collapse: does not hold.
+    (20 points) fewer units: holds only when a too-large step is what killed them (clipping bounds
+    the gradient, so that step is smaller: the largest steps are reported when given). Otherwise
+    clipping did not prevent the collapse: does not hold.
 
     >>> verdict_dead_units({"dead": 0.9, "acc": 0.1}, {"dead": 0.1, "acc": 0.3}).outcome
     'holds only when'
     """
     for name, run in (("unclipped", unclipped), ("clipped", clipped)):
-        if set(run) != {"dead", "acc"}:
-            raise ValueError(f"{name} needs exactly the keys 'dead' and 'acc', got {sorted(run)}")
+        if not {"dead", "acc"} <= set(run) <= {"dead", "acc", "step"}:
+            raise ValueError(f"{name} needs the keys 'dead' and 'acc' (and optionally 'step'), got {sorted(run)}")
     numbers = (f"{_pct(unclipped['dead'])} of the ReLU units dead without clipping (validation accuracy "
                f"{_pct(unclipped['acc'])}), {_pct(clipped['dead'])} with clipping ({_pct(clipped['acc'])})")
+    if "step" in unclipped and "step" in clipped:
+        numbers += f"; largest step ||dw|| {unclipped['step']:.3g} without clipping, {clipped['step']:.3g} with"
     if unclipped["dead"] < min_dead:
         return _verdict("1b", INCONCLUSIVE, f"the unclipped run did not collapse (< {_pct(min_dead)} dead): {numbers}")
     if clipped["dead"] <= unclipped["dead"] - margin:
-        return _verdict("1b", ONLY_WHEN, f"too-large steps are what kills the units, as in this run: {numbers}")
+        return _verdict("1b", ONLY_WHEN, f"a too-large step is what kills the units, as in this run: {numbers}")
     return _verdict("1b", FAILS, f"clipping did not prevent the collapse: {numbers}")
 
 

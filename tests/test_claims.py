@@ -250,6 +250,11 @@ def test_verdict_dead_units():
     assert claims.verdict_dead_units({"dead": 0.2, "acc": 0.3}, {"dead": 0.0, "acc": 0.3}).outcome == INCONCLUSIVE
     with pytest.raises(ValueError, match="'dead' and 'acc'"):
         claims.verdict_dead_units({"dead": 0.9}, {"dead": 0.1, "acc": 0.3})
+    # the largest steps, when given, are part of the evidence
+    stepped = claims.verdict_dead_units({"dead": 0.84, "acc": 0.1, "step": 3.48}, {"dead": 0.0, "acc": 0.24, "step": 0.179})
+    assert stepped.outcome == ONLY_WHEN and "largest step ||dw|| 3.48 without clipping, 0.179 with" in stepped.reason
+    with pytest.raises(ValueError, match="optionally 'step'"):
+        claims.verdict_dead_units({"dead": 0.9, "acc": 0.1, "steps": 1.0}, {"dead": 0.1, "acc": 0.3})
 
 
 def test_update_direction_matches_hand_computed_sgd_momentum_and_adam_updates():
