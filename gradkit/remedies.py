@@ -192,9 +192,9 @@ def remedy_table(labels: Sequence[str], histories: Sequence[Any], dead: Sequence
     largest step actually taken max_t ||w_t+1 - w_t|| (``History.step_norm``), the share of steps
     clipped and optionally the share of dead ReLU units after training (``dead``, one value or None
     per run). Test accuracy is not in the table: runs are compared on validation. Training time is
-    not either: on a shared machine it measured the other jobs' load (lesson 06's cpu run had Adam at
-    25 s and Adam with clipping at 107 s, cosine at 14 s and step decay at 115 s, for the same steps),
-    not a cost of the method.
+    not either: on a shared machine it measured the other jobs' load, not a cost of the method (lesson
+    06's cpu run of commit 0c109ae had Adam at 25 s and Adam with clipping at 107 s, cosine at 14 s and
+    step decay at 115 s, for the same steps).
 
     >>> from gradkit.train import History
     >>> h = History(config={"clip": "none"}, loss=[2.3, 2.1], grad_norm_before=[1.0, 3.0], clipped=[False, False],
