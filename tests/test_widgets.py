@@ -333,3 +333,83 @@ def test_static_grid_titles_fit_their_panels_and_the_figure(name):
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not a.overlaps(b), (name, a.bounds, b.bounds)
+
+
+# ---- the threshold explorer's live button (gradkit.explorer, driven through its widget and controls)
+
+# Batches of 2: 48 steps a run, so the bar moves twice (fit reports every 25 steps).
+EXPLORER_BASE = {"model": "seed_cnn", "model_kw": {"width": 0.125}, "epochs": 1, "batch_size": 2, "lr": 0.05,
+                 "monitor_every": 1, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def explorer_sweep(tmp_path_factory):
+    """No clipping and norm clipping at 0.1 on 96 synthetic images: 48 steps each."""
+    from gradkit.data import synthetic
+    from gradkit.runs import load_sweep, sweep
+
+    data = synthetic(n=96, n_test=48, seed=1, n_val=32)
+    folder = tmp_path_factory.mktemp("sweep")
+    sweep(configs=[{**EXPLORER_BASE, "clip": clip} for clip in ("none", "norm:0.1")], data=data,
+          results_dir=folder, progress=False)
+    return load_sweep(folder), data
+
+
+def _train_row(ex):
+    """The button's row of the explorer's widget: the button, its progress bar and its status line."""
+    [row] = [c for c in ex.widget.children if isinstance(c, ipw.HBox) and ex.controls["train"] in c.children]
+    [bar] = [c for c in row.children if isinstance(c, ipw.IntProgress)]
+    [status] = [c for c in row.children if isinstance(c, ipw.HTML)]
+    return bar, status
+
+
+def test_train_button_shows_progress_while_training_and_says_loaded_on_a_second_press(explorer_sweep, tmp_path,
+                                                                                       monkeypatch):
+    """A second press on a cached run once gave no feedback, and the log stayed empty while training."""
+    from gradkit import explorer
+    from gradkit.explorer import ThresholdExplorer
+
+    runs, data = explorer_sweep
+    monkeypatch.setenv("GRADKIT_CACHE", str(tmp_path / "cache"))
+    live = explorer.live_dir("smoke")
+    assert live == tmp_path / "cache" / "live" / "smoke"  # the user's cache folder, not the checkout
+    ex = ThresholdExplorer(runs, data=data, results_dir=live)
+    ex.select(threshold=0.5)
+    bar, status = _train_row(ex)
+    seen = []
+    bar.observe(lambda change: seen.append(("bar", change["new"], bar.layout.visibility)), names="value")
+    status.observe(lambda change: seen.append(("status", change["new"], None)), names="value")
+    ex.controls["train"].click()
+
+    values = [v for kind, v, _ in seen if kind == "bar"]
+    assert values == [25, 48] and all(vis == "visible" for kind, _, vis in seen if kind == "bar")
+    lines = [text for kind, text, _ in seen if kind == "status"]
+    assert lines[0].startswith("training norm clipping, c=0.5: loading the data")
+    steps = [line.split(": ")[1].split(",")[0] for line in lines[1:-1] if "step " in line]
+    assert list(dict.fromkeys(steps)) == ["step 0/48", "step 25/48", "step 48/48"], lines
+    assert lines[-1].startswith("trained norm clipping, c=0.5 in ") and "added (3 runs)" in lines[-1]
+    assert bar.layout.visibility == "hidden" and not ex.controls["train"].disabled
+    [saved] = sorted(live.glob("run-*.json"))
+    assert saved.stem in lines[-1]
+
+    seen.clear()
+    ex.controls["train"].click()  # the same setting again: loaded from the cache, and it says so
+    assert status.value.startswith("norm clipping, c=0.5 was trained before: ") and "loaded from" in status.value
+    assert saved.stem in status.value and "already among the runs" in status.value
+    assert sorted(live.glob("run-*.json")) == [saved]
+
+
+def test_explorer_float_controls_hold_their_values_on_their_stops(explorer_sweep):
+    """Nothing for the browser to snap and write back on render: a selection slider or a dropdown, on a stop."""
+    from gradkit.explorer import ThresholdExplorer
+
+    ex = ThresholdExplorer(explorer_sweep[0])
+    for requested in (None, 0.5, 0.37, 0.1):
+        if requested is not None:
+            ex.select(threshold=requested)
+        for name, control in ex.controls.items():
+            assert not isinstance(control, (ipw.FloatSlider, ipw.FloatLogSlider, ipw.FloatText)), name
+            if isinstance(control, (ipw.SelectionSlider, ipw.Dropdown)):
+                assert control.index is not None and control.options[control.index] in (
+                    control.value, (control.label, control.value)), (name, control.value)
+        assert requested is None or ex.controls["threshold"].value == requested
