@@ -45,6 +45,12 @@ USED: dict[str, tuple[str, ...]] = {
     "torchvision": ("datasets.CIFAR10",),
     "ipywidgets": ("FloatLogSlider", "FloatSlider", "Dropdown", "VBox", "HBox", "Output"),
     "jupyterlab_widgets": (),
+    "numpy": ("ndarray", "asarray", "quantile", "isfinite", "linalg.norm", "random.default_rng"),
+    "matplotlib": ("colormaps", "rcParams", "rc_context", "figure.Figure", "axes.Axes", "patches.Rectangle",
+                   "ticker.MaxNLocator", "ticker.FuncFormatter", "pyplot.subplots", "pyplot.close"),
+    "PIL": ("Image.open", "Image.fromarray", "Image.DecompressionBombError"),
+    "nbformat": ("read", "write", "writes", "from_dict", "NotebookNode"),
+    "papermill": ("execute_notebook", "inspect_notebook", "exceptions.PapermillExecutionError"),
 }
 
 
@@ -62,10 +68,20 @@ def _module_check(name: str, module: str, fix: str) -> Check:
             except (Exception, SystemExit):
                 missing.append(attr)
                 break
-    where = getattr(mod, "__file__", None) or "no file"
+    where, version = _describe(mod)
     if missing:
         return Check(name, False, f"{module} at {where} lacks {', '.join(missing)}", fix)
-    return Check(name, True, f"{getattr(mod, '__version__', 'installed')} ({where})")
+    return Check(name, True, f"{version} ({where})")
+
+
+def _describe(mod: object) -> tuple[str, str]:
+    """A module's file and version, as text, read so that a stub's ``__getattr__`` cannot raise out."""
+    where = str(getattr(mod, "__dict__", {}).get("__file__") or "no file")
+    try:
+        version = str(getattr(mod, "__version__", "installed"))
+    except (Exception, SystemExit):  # a stub's __getattr__ may raise anything
+        version = "unknown version"
+    return where, version
 
 
 def check_torch() -> Check:
@@ -74,6 +90,27 @@ def check_torch() -> Check:
 
 def check_torchvision() -> Check:
     return _module_check("torchvision", "torchvision", "run `make`, or `pip install torchvision` matching your torch")
+
+
+def check_numpy() -> Check:
+    return _module_check("numpy", "numpy", "run `make`, or `pip install 'numpy>=1.24'`")
+
+
+def check_matplotlib() -> Check:
+    return _module_check("matplotlib", "matplotlib", "run `make`, or `pip install 'matplotlib>=3.7'`")
+
+
+def check_pillow() -> Check:
+    return _module_check("Pillow", "PIL", "run `make`, or `pip install 'pillow>=9.0'` (it reads the image folders)")
+
+
+def check_nbformat() -> Check:
+    return _module_check("nbformat", "nbformat", "run `make` (Jupyter needs nbformat to open the lessons)")
+
+
+def check_papermill() -> Check:
+    return _module_check("papermill", "papermill", "`python -m gradkit report` runs the lessons with papermill: "
+                         "run `make`, or `pip install 'gradkit[dev]'`")
 
 
 def check_device() -> Check:
@@ -166,8 +203,8 @@ def check_shipped() -> Check:
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (
-    check_python, check_torch, check_torchvision, check_device, check_cifar10, check_kernel, check_widgets,
-    check_shipped,
+    check_python, check_torch, check_torchvision, check_numpy, check_matplotlib, check_pillow, check_device,
+    check_cifar10, check_kernel, check_nbformat, check_widgets, check_papermill, check_shipped,
 )
 
 

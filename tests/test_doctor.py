@@ -122,3 +122,23 @@ def test_a_broken_torch_is_a_fail_line_not_a_crash(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "[FAIL] torch: cannot import torch (ImportError: torch is broken here)" in proc.stdout
     assert "[OK]   Python" in proc.stdout
+
+
+def test_stubs_of_the_other_packages_fail_and_nothing_crashes(tmp_path):
+    # An empty matplotlib passed before (only torch, torchvision and ipywidgets were checked); a stub whose
+    # every attribute raises must still give a [FAIL] line, not a traceback.
+    raising = "def __getattr__(name):\n    raise RuntimeError('stub ' + name)\n"
+    proc = run_doctor_with(tmp_path, {"matplotlib": "", "PIL": "", "nbformat": "", "papermill": raising})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"[FAIL] matplotlib: matplotlib at {tmp_path / 'matplotlib.py'} lacks colormaps" in proc.stdout
+    assert f"[FAIL] Pillow: PIL at {tmp_path / 'PIL.py'} lacks Image.open" in proc.stdout
+    assert f"[FAIL] nbformat: nbformat at {tmp_path / 'nbformat.py'} lacks read" in proc.stdout
+    assert f"[FAIL] papermill: papermill at {tmp_path / 'papermill.py'} lacks execute_notebook" in proc.stdout
+    assert "[OK]   numpy" in proc.stdout and "[OK]   torch" in proc.stdout
+
+
+def test_the_real_packages_pass(capsys):
+    for check in (doctor.check_numpy, doctor.check_matplotlib, doctor.check_pillow, doctor.check_nbformat,
+                  doctor.check_papermill):
+        result = check()
+        assert result.ok, result.line()
