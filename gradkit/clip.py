@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from gradkit.checks import METHOD_NAMES, spec_label  # noqa: F401  (legend text: Clipper.label)
+from gradkit.checks import METHOD_NAMES, check_number, check_positive, spec_label  # noqa: F401  (METHOD_NAMES: legend text)
 from gradkit.foreach import DeviceBuffer, groups, tensor_norms
 
 Params = Union[nn.Module, Tensor, Iterable[Tensor], Iterable[tuple[str, Tensor]]]
@@ -47,6 +47,10 @@ SPECS = ("none", "value:<c>", "norm:<c>", "norm_inf:<c>", "tensor_norm:<c>", "sc
 NORM_EPS = 1e-6
 # The NFNets reference code divides by max(||G_i||, 1e-6).
 AGC_GRAD_EPS = 1e-6
+# torch's fused check-and-multiply (the kernel GradScaler unscales with) takes its factor as float32,
+# which holds a float32, float16 or bfloat16 coefficient exactly: for these dtypes it writes the bits
+# _foreach_mul_ writes and, in the same pass, flags an inf or nan element.
+_FUSED_CHECK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @dataclass
@@ -57,7 +61,8 @@ class ClipResult:
     methods (c/sqrt(n) for scaled value), nan for AGC (one bound per unit), the percentile value
     for AutoClip, inf for no clipping. ``clipped_fraction`` is the share of tensors that were
     scaled (all or none for global norm clipping) or, for value methods, of elements that were
-    outside the range.
+    outside the range. ``norm_after`` is the norm of the gradient as it is left: 0 for a finite
+    gradient whose norm overflowed (zeroed, as torch does), nan when an inf or nan element left nan.
     """
 
     norm_before: Tensor
@@ -104,12 +109,30 @@ def _total(tensors: list[Tensor], norm_type: float) -> Tensor:
     return torch.linalg.vector_norm(tensor_norms(tensors, norm_type, _device(tensors)), norm_type)
 
 
-def _mul_(tensors: list[Tensor], coef: Tensor) -> None:
-    """tensors <- tensors * coef, with a 0-d ``coef`` for all or a (len(tensors),) one per tensor."""
+def _mul_(tensors: list[Tensor], coef: Tensor) -> Tensor:
+    """tensors <- tensors * coef, with a 0-d ``coef`` for all or a (len(tensors),) one per tensor.
+
+    Returns a 0-d bool tensor on ``coef``'s device: did some tensor hold an inf or nan before? Its
+    product then holds nan (inf * 0 and nan * c are nan), whatever the coefficient. The flag comes
+    from the multiplication itself, except for float64 gradients, whose products are checked for
+    nan afterwards (one norm per tensor).
+    """
     per_tensor = coef.ndim == 1
     coefs = coef.unbind() if per_tensor else ()
+    flags = []
     for device, group, idx in groups(tensors):
-        torch._foreach_mul_(group, [coefs[i].to(device) for i in idx] if per_tensor else coef.to(device))
+        if group[0].dtype in _FUSED_CHECK_DTYPES:
+            found = torch.zeros(1, device=device)
+            pairs = [([t], coefs[i]) for t, i in zip(group, idx)] if per_tensor else [(group, coef)]
+            for part, factor in pairs:
+                torch._amp_foreach_non_finite_check_and_unscale_(part, found, factor.to(device, torch.float32).reshape(1))
+            flags.append(found.reshape(()) > 0)
+        else:
+            torch._foreach_mul_(group, [coefs[i].to(device) for i in idx] if per_tensor else coef.to(device))
+            flags.append(torch.stack(torch._foreach_norm(group, 2.0)).isnan().any())
+    if not flags:
+        return torch.zeros((), dtype=torch.bool, device=coef.device)
+    return torch.stack([f.to(coef.device) for f in flags]).any()
 
 
 def _full(value: Threshold, like: Tensor) -> Tensor:
@@ -125,25 +148,22 @@ def _check_threshold(name: str, value: object, *, example: str) -> Threshold:
         if value.numel() != 1 or value.dtype.is_complex or value.dtype == torch.bool:
             raise ValueError(f"{name} must be a finite number > 0 or a one-element real tensor, got a {value.dtype} tensor of shape {tuple(value.shape)}")
         # A CUDA threshold is not checked here: reading it would wait for the GPU.
-        if value.device.type == "cpu" and not (math.isfinite(float(value)) and float(value) > 0):
-            raise ValueError(f"{name} must be a finite number > 0 (e.g. {example}), got {float(value)!r}")
+        if value.device.type == "cpu":
+            check_positive(name, float(value))
         return value.reshape(())
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a finite number > 0 (e.g. {example}), got {value!r}")
-    if value == math.inf:
+    if not isinstance(value, bool) and value == math.inf:
         raise ValueError(f"{name}=inf clips nothing; it must be a finite number > 0 (e.g. {example}). To only measure, use gradkit.grad_norm(params)")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0 (e.g. {example}), got {value!r}")
-    return float(value)
+    return check_positive(name, value)
 
 
 def _check_norm_type(norm_type: object) -> float:
-    p = norm_type
-    if isinstance(p, str) and p.strip().lower() == "inf":
+    """p >= 1 or inf (also the string ``"inf"``)."""
+    if (isinstance(norm_type, str) and norm_type.strip().lower() == "inf") or (not isinstance(norm_type, bool) and norm_type == math.inf):
         return math.inf
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p) or p < 1:
-        raise ValueError(f"norm_type must be a number p >= 1 (1, 2, ...) or float('inf'), got {norm_type!r}")
-    return float(p)
+    try:
+        return check_number("norm_type", norm_type, minimum=1.0)
+    except ValueError:  # check_number's message would say "finite": name inf too
+        raise ValueError(f"norm_type must be a number p >= 1 (1, 2, ...) or float('inf'), got {norm_type!r}") from None
 
 
 def _result(before: Tensor, after: Tensor, threshold: Threshold, fraction: Tensor) -> ClipResult:
@@ -172,26 +192,32 @@ def _norm_coef(norm: Tensor, max_norm: Threshold) -> Tensor:
     torch multiplies by min(1, c / (||g|| + 1e-6)) everywhere, which is also below 1 (by about
     1e-6 / c) when ||g|| is within 1e-6 of c: gradkit leaves such a gradient exactly as it is, so
     that a step counts as clipped only when its norm exceeded c. A nan norm gives a nan factor, as
-    in torch; an infinite one gives 0.
+    in torch; an infinite one gives 0, whatever c (AutoClip's c is nan until it has seen a finite norm).
     """
-    return torch.where(norm <= max_norm, torch.ones_like(norm), max_norm / (norm + NORM_EPS))
+    coef = torch.where(norm <= max_norm, torch.ones_like(norm), max_norm / (norm + NORM_EPS))
+    return torch.where(torch.isinf(norm), torch.zeros_like(coef), coef)
 
 
 def _scaled_norm(norm: Tensor, coef: Tensor) -> Tensor:
-    """||coef * g|| = coef * ||g|| (norms are homogeneous: no second pass over the gradients).
+    """||coef * g|| = coef * ||g|| for a finite gradient (norms are homogeneous: no second pass).
 
     A finite gradient whose norm overflowed to inf is scaled by 0 (as torch does): its norm after
-    is 0, not inf * 0 = nan. (A gradient that already held an inf element gets nan there from the
-    multiplication; its norm_before is inf too, and the nan shows in the next step's loss.)
+    is 0, not inf * 0 = nan. A gradient that held an inf or nan is not finite: see :func:`_as_left`.
     """
     return torch.where(torch.isinf(norm) & (coef == 0), torch.zeros_like(norm), norm * coef)
+
+
+def _as_left(norm_after: Tensor, nonfinite: Tensor) -> Tensor:
+    """``norm_after``, or nan where the gradient held an inf or nan (``nonfinite``, from
+    :func:`_mul_`): scaling left nan there (inf * 0, nan * c), so its norm is nan."""
+    return torch.where(nonfinite.to(norm_after.device), torch.full_like(norm_after, math.nan), norm_after)
 
 
 def _scale_to_norm(grads: list[Tensor], total: Tensor, max_norm: Threshold) -> ClipResult:
     """g <- g * coef (see :func:`_norm_coef`), always multiplied so that no branch reads the GPU."""
     coef = _norm_coef(total, max_norm)
-    _mul_(grads, coef)
-    return _result(total, _scaled_norm(total, coef), max_norm, coef < 1)
+    nonfinite = _mul_(grads, coef)
+    return _result(total, _as_left(_scaled_norm(total, coef), nonfinite), max_norm, coef < 1)
 
 
 @torch.no_grad()
@@ -200,12 +226,19 @@ def clip_grad_norm(params: Params, max_norm: Threshold, norm_type: float = 2.0, 
     is; ||g||_p over all gradients.
 
     The direction of the whole gradient is kept and its length capped at c; the numbers equal
-    ``torch.nn.utils.clip_grad_norm_`` (same foreach kernels, same 1e-6), except that a gradient
+    ``torch.nn.utils.clip_grad_norm_`` (same norm kernels, same 1e-6, the same bits written by the
+    multiplication), except that a gradient
     whose norm is within 1e-6 of c but not above it is left exactly as it is (torch scales it by
-    c / (||g|| + 1e-6), a hair below 1). A step counts as clipped when ||g||_p > c. A finite
-    gradient whose norm overflows to inf is zeroed, as by torch, and ``norm_after`` reads 0.
-    ``norm_type`` is any p >= 1 or inf. With ``error_if_nonfinite=True`` a nan/inf norm raises ``RuntimeError``;
-    that check reads the norm on the host (one sync), as torch's does.
+    c / (||g|| + 1e-6), a hair below 1). A step counts as clipped when ||g||_p > c.
+
+    Non-finite gradients are treated as by torch, and the result reports what is left: a finite
+    gradient whose norm overflows to inf is multiplied by 0 (``norm_after`` 0, clipped); one that
+    holds an inf element is multiplied by 0 too, which leaves nan at the inf (``norm_after`` nan,
+    clipped); one that holds a nan has a nan norm and is multiplied by nan, every element nan
+    (``norm_after`` nan, not clipped: no threshold was applied). The check costs no extra pass:
+    torch's fused check-and-multiply (GradScaler's) scales and flags in one. ``norm_type`` is any
+    p >= 1 or inf. With ``error_if_nonfinite=True`` a nan/inf norm raises ``RuntimeError``; that
+    check reads the norm on the host (one sync), as torch's does.
 
     >>> w = torch.zeros(2); w.grad = torch.tensor([3.0, 4.0])
     >>> r = clip_grad_norm(w, 1.0)
@@ -231,7 +264,9 @@ def clip_grad_norm_per_tensor(params: Params, max_norm: Threshold, norm_type: fl
     """Norm clipping of each tensor on its own: g_t <- g_t * c / (||g_t||_p + 1e-6) when ||g_t||_p > c.
 
     Each tensor keeps its direction but the whole gradient does not: tensors with large
-    gradients are scaled more than the others. ``norm_before``/``norm_after`` are the totals.
+    gradients are scaled more than the others. ``norm_before``/``norm_after`` are the totals;
+    non-finite gradients are treated per tensor as :func:`clip_grad_norm` treats them (a nan left
+    in any tensor makes ``norm_after`` nan).
 
     >>> a, b = torch.zeros(2), torch.zeros(1)
     >>> a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.5])
@@ -244,9 +279,9 @@ def clip_grad_norm_per_tensor(params: Params, max_norm: Threshold, norm_type: fl
     grads = _grads(params)
     norms = tensor_norms(grads, p, _device(grads))
     coefs = _norm_coef(norms, c)
-    _mul_(grads, coefs)
+    nonfinite = _mul_(grads, coefs)
     before = torch.linalg.vector_norm(norms, p)
-    after = torch.linalg.vector_norm(_scaled_norm(norms, coefs), p)
+    after = _as_left(torch.linalg.vector_norm(_scaled_norm(norms, coefs), p), nonfinite)
     fraction = (coefs < 1).float().mean() if grads else torch.zeros_like(before)
     return _result(before, after, c, fraction)
 
@@ -384,6 +419,9 @@ def adaptive_clip_grad(params: Params, clipping: Threshold = 0.01, eps: float = 
     classifier out: pass its names or tensors in ``exclude`` (``clipper("agc:0.01")`` does that
     for the last ``nn.Linear`` of a module). Norms in the result are 2-norms; ``threshold`` is nan
     (one bound per unit); ``clipped_fraction`` is the share of tensors in which some unit was cut.
+    ``norm_after`` is measured on the gradient left (one read of each clipped tensor), so it is 0
+    for a finite unit whose norm overflowed (zeroed, as norm clipping does) and nan for one that
+    held an inf or nan (inf * 0 = nan; a nan unit is left as it is).
 
     >>> w = torch.tensor([[3.0, 4.0], [1.0, 0.0]]); w.grad = torch.tensor([[0.0, 1.0], [0.0, 0.001]])
     >>> _ = adaptive_clip_grad(w, clipping=0.1)  # row bounds 0.1 * 5 = 0.5 and 0.1 * 1 = 0.1
@@ -397,22 +435,23 @@ def adaptive_clip_grad(params: Params, clipping: Threshold = 0.01, eps: float = 
     skip = _excluded_ids(named, exclude)
     pairs = [(w, w.grad) for _, w in named if w.grad is not None]
     device = _device([g for _, g in pairs])
-    sq_before, sq_after, changed = [], [], []
+    norms_before, norms_after, changed = [], [], []
     for w, g in pairs:
         g_units = _unit_norms(g)
-        sq_before.append(g_units.square().sum().to(device))
+        norms_before.append(torch.linalg.vector_norm(g_units).to(device))
         if id(w) in skip:
-            sq_after.append(sq_before[-1])
+            norms_after.append(norms_before[-1])
             continue
         max_units = lam * torch.clamp(_unit_norms(w), min=unit_eps)
         cut = g_units > max_units
         coef = torch.where(cut, max_units / torch.clamp(g_units, min=AGC_GRAD_EPS), torch.ones_like(g_units))
+        # An inf unit norm gives coef 0 (as in norm clipping), also when the unit's norm overflowed.
         g.mul_(coef.reshape(g.shape[:1] + (1,) * (g.ndim - 1)) if g.ndim >= 2 else coef.reshape(()))
-        sq_after.append(_scaled_norm(g_units, coef).square().sum().to(device))
+        norms_after.append(torch.linalg.vector_norm(g).to(device))
         changed.append(cut.any().to(device))
     zero = torch.zeros((), device=device)
-    before = torch.stack(sq_before).sum().sqrt() if pairs else zero
-    after = torch.stack(sq_after).sum().sqrt() if pairs else zero
+    before = torch.linalg.vector_norm(torch.stack(norms_before)) if pairs else zero
+    after = torch.linalg.vector_norm(torch.stack(norms_after)) if pairs else zero
     fraction = torch.stack(changed).float().sum() / len(pairs) if changed else zero
     return _result(before, after, math.nan, fraction)
 
@@ -427,9 +466,15 @@ class AutoClip:
     default) and calls ``clip_grad_norm_``; ``torch.quantile`` interpolates the same way. A norm
     equal to the percentile (always so on the first step) is not cut and the step does not count
     as clipped (``clip_grad_norm_`` would scale it by c / (c + 1e-6)). The history stays on
-    the device in a growing buffer, so no step waits for the host. A nan norm stays in the
-    history and makes later thresholds nan, as in the reference code. Calls with no gradients
+    the device in a growing buffer, so no step waits for the host. Calls with no gradients
     record nothing.
+
+    Non-finite norms: the history keeps every step's norm, inf and nan included, but the
+    percentile is taken over the finite ones only (the reference code would let one overflowing
+    step make every later threshold inf or nan). A step whose norm is inf is multiplied by 0, as
+    :func:`clip_grad_norm` does whatever its c: a finite gradient whose norm overflowed is zeroed
+    (``norm_after`` 0) and one holding an inf is left nan there (``norm_after`` nan); a nan norm
+    multiplies by nan, as in torch. Until a finite norm has been seen the threshold is nan.
 
     >>> auto, w = AutoClip(percentile=50), torch.zeros(1)
     >>> for g in (1.0, 3.0, 4.0, 2.0):
@@ -439,14 +484,12 @@ class AutoClip:
     """
 
     def __init__(self, percentile: float = 10.0) -> None:
-        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
-            raise ValueError(f"percentile must be a number in [0, 100] (e.g. 10.0), got {percentile!r}")
-        self.percentile = float(percentile)
+        self.percentile = check_number("percentile", percentile, minimum=0.0, maximum=100.0)
         self._history = DeviceBuffer()
 
     @property
     def history(self) -> Tensor:
-        """Every total gradient norm seen so far (a device tensor, oldest first)."""
+        """Every total gradient norm seen so far, inf and nan included (a device tensor, oldest first)."""
         return self._history.values()
 
     def reset(self) -> None:
@@ -460,7 +503,11 @@ class AutoClip:
         if not grads:
             return _result(total, total, math.nan, torch.zeros_like(total))
         self._history.append(total)
-        threshold = torch.quantile(self._history.values(), self.percentile / 100.0)
+        seen = self._history.values()
+        # nanquantile leaves nan out, as np.nanpercentile: the percentile of the finite norms only.
+        # It takes float32 or float64: float16 and bfloat16 norms are read in float32.
+        finite = torch.where(torch.isfinite(seen), seen, math.nan).to(torch.promote_types(seen.dtype, torch.float32))
+        threshold = torch.nanquantile(finite, self.percentile / 100.0).to(total.dtype)
         return _scale_to_norm(grads, total, threshold)
 
     def __repr__(self) -> str:

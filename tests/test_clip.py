@@ -552,6 +552,126 @@ def test_overflow_in_the_total_only_is_reported_as_zero():
     assert a.grad.item() == 0.0 and b.grad.item() == 0.0
 
 
+def test_overflow_in_float16_is_zeroed_and_reported_as_zero():
+    w = torch.zeros(4, dtype=torch.float16)
+    w.grad = torch.full((4,), 6e4, dtype=torch.float16)  # finite; the norm 1.2e5 is not (float16 max 65504)
+    r = clip_grad_norm(w, 1.0)
+    assert float(r.norm_before) == math.inf and float(r.norm_after) == 0.0 and torch.equal(w.grad, torch.zeros(4, dtype=torch.float16))
+
+
+# --- a gradient that holds inf or nan: treated as torch treats it, reported as it is left ---------
+
+
+NORM_CLIPS = {
+    "norm": lambda p: clip_grad_norm(p, 1.0),
+    "norm_inf": lambda p: clip_grad_norm(p, 1.0, norm_type=math.inf),
+    "tensor_norm": lambda p: clip_grad_norm_per_tensor(p, 1.0),
+    "agc": lambda p: adaptive_clip_grad(p, 0.01),
+    "auto": lambda p: AutoClip(10)(p),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("name", list(NORM_CLIPS))
+def test_an_inf_gradient_is_left_nan_and_reported_nan(name, dtype):
+    """inf * 0 = nan, as in torch: the finite elements become 0, the inf ones nan, and norm_after says nan."""
+    w = torch.ones(3, dtype=dtype)
+    w.grad = torch.tensor([1.0, math.inf, -2.0], dtype=dtype)
+    r = NORM_CLIPS[name](w)
+    assert w.grad[0].item() == 0.0 and math.isnan(w.grad[1].item()) and w.grad[2].item() == 0.0
+    assert float(r.norm_before) == math.inf and math.isnan(float(r.norm_after)) and bool(r.clipped)
+    if name == "norm":
+        twin = torch.ones(3, dtype=dtype)
+        twin.grad = torch.tensor([1.0, math.inf, -2.0], dtype=dtype)
+        torch.nn.utils.clip_grad_norm_([twin], 1.0)
+        assert torch.equal(w.grad.isnan(), twin.grad.isnan()) and torch.equal(w.grad.nan_to_num(), twin.grad.nan_to_num())
+
+
+@pytest.mark.parametrize("name", list(NORM_CLIPS))
+def test_a_nan_gradient_is_reported_nan_and_not_clipped(name):
+    w = torch.ones(3)
+    w.grad = torch.tensor([1.0, math.nan, -2.0])
+    r = NORM_CLIPS[name](w)
+    assert math.isnan(float(r.norm_before)) and math.isnan(float(r.norm_after)) and not bool(r.clipped)
+    assert bool(w.grad.isnan()[1])
+
+
+@pytest.mark.parametrize("name", ["norm", "tensor_norm", "agc"])
+def test_an_inf_in_one_tensor_makes_the_total_after_nan(name):
+    """The other tensor is finite: it is zeroed (global) or left (per tensor, per unit), but the total left holds a nan."""
+    a, b = torch.ones(2), torch.ones(2)
+    a.grad, b.grad = torch.tensor([math.inf, 0.5]), torch.tensor([0.001, 0.002])
+    r = NORM_CLIPS[name]([a, b])
+    assert math.isnan(a.grad[0].item()) and math.isnan(float(r.norm_after))
+    expected_b = torch.zeros(2) if name == "norm" else torch.tensor([0.001, 0.002])
+    assert torch.equal(b.grad, expected_b)
+
+
+def test_checked_multiplication_is_bitwise_foreach_mul():
+    """The fused check-and-multiply writes the bits _foreach_mul_ writes, for every dtype it is used for."""
+    from gradkit import clip as gclip
+
+    g = torch.Generator().manual_seed(4)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        tensors = [(torch.randn(50, generator=g) * 30).to(dtype) for _ in range(3)] + [torch.tensor([0.0, -0.0, 1e-40, -3.0]).to(dtype)]
+        twin = [t.clone() for t in tensors]
+        coef = torch.tensor(0.37, dtype=dtype)
+        found = gclip._mul_(tensors, coef)
+        torch._foreach_mul_(twin, coef)
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+        assert all(torch.equal(t.view(bits), u.view(bits)) for t, u in zip(tensors, twin)) and not bool(found)
+        per = torch.tensor([0.5, 2.0, 0.1, 1.0], dtype=dtype)
+        found = gclip._mul_(tensors, per)
+        for t, u, k in zip(tensors, twin, per):
+            u.mul_(k)
+        assert all(torch.equal(t.view(bits), u.view(bits)) for t, u in zip(tensors, twin)) and not bool(found)
+
+
+# --- AutoClip with non-finite norms: the percentile of the finite ones -------------------------------
+
+
+def test_autoclip_after_an_overflow_uses_the_finite_norms():
+    """Norms 2 (four ones), overflow (four 3e38), 4, 1: thresholds = percentiles of [2], [2], [2, 4], [2, 4, 1]."""
+    w = torch.zeros(4)
+    for p in (100, 90, 50, 10):
+        auto = AutoClip(p)
+        w.grad = torch.ones(4)
+        assert float(auto(w).threshold) == 2.0
+        w.grad = torch.full((4,), 3e38)
+        r = auto(w)
+        assert float(r.threshold) == 2.0 and torch.equal(w.grad, torch.zeros(4))
+        assert float(r.norm_before) == math.inf and float(r.norm_after) == 0.0 and bool(r.clipped)
+        w.grad = torch.full((4,), 2.0)  # norm 4
+        r = auto(w)
+        c = float(np.percentile([2.0, 4.0], p))
+        assert float(r.threshold) == pytest.approx(c)
+        assert torch.allclose(w.grad, torch.full((4,), 2.0) * (c / (4.0 + 1e-6) if c < 4 else 1.0))
+        w.grad = torch.full((4,), 0.5)  # norm 1
+        assert float(auto(w).threshold) == pytest.approx(float(np.percentile([2.0, 4.0, 1.0], p)))
+        history = auto.history.tolist()
+        assert history[0] == 2.0 and history[1] == math.inf and history[2:] == [4.0, 1.0]
+
+
+def test_autoclip_first_step_overflow_zeroes_with_a_nan_threshold():
+    auto, w = AutoClip(10), torch.zeros(4)
+    w.grad = torch.full((4,), 3e38)
+    r = auto(w)
+    assert math.isnan(float(r.threshold)) and torch.equal(w.grad, torch.zeros(4))
+    assert float(r.norm_after) == 0.0 and bool(r.clipped)
+    w.grad = torch.ones(4)  # the first finite norm: the percentile of [2] is 2, nothing cut
+    r = auto(w)
+    assert float(r.threshold) == 2.0 and not bool(r.clipped) and torch.equal(w.grad, torch.ones(4))
+
+
+def test_autoclip_nan_norm_does_not_poison_later_thresholds():
+    auto, w = AutoClip(50), torch.zeros(2)
+    for g in ([3.0, 4.0], [math.nan, 1.0], [6.0, 8.0]):
+        w.grad = torch.tensor(g)
+        r = auto(w)
+    assert float(r.threshold) == pytest.approx(7.5)  # median of [5, 10]
+    assert torch.allclose(w.grad, torch.tensor([6.0, 8.0]) * 7.5 / (10.0 + 1e-6))
+
+
 def test_autoclip_no_grads_records_nothing():
     auto = AutoClip(10)
     result = auto([torch.zeros(2, requires_grad=True)])
@@ -680,7 +800,7 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="exclude must"):
         adaptive_clip_grad(model, exclude=[3])
     for bad in (-1, 101, math.nan, "10", True):
-        with pytest.raises(ValueError, match=r"percentile must be a number in \[0, 100\]"):
+        with pytest.raises(ValueError, match=r"percentile must be a finite number in \[0, 100\], got"):
             AutoClip(bad)
 
 
@@ -692,12 +812,12 @@ def test_bad_arguments_raise():
         ("norm:", r"spec='norm:' needs a threshold"),
         ("norm:abc", r"spec='norm:abc': the threshold 'abc' is not a number; accepted specs"),
         ("none:1", r"spec='none:1': 'none' takes no threshold"),
-        ("value:0", r"spec='value:0': threshold must be a finite number > 0 \(e.g. 0.1\)"),
+        ("value:0", r"spec='value:0': threshold must be a finite number > 0, got 0.0"),
         ("norm:-1", r"spec='norm:-1': threshold must be a finite number > 0"),
         ("norm:nan", r"spec='norm:nan': threshold must be a finite number > 0"),
         ("norm:inf", r"spec='norm:inf': threshold=inf clips nothing"),
         ("agc:0", r"spec='agc:0': threshold \(the AGC clipping lambda\) must be a finite number > 0"),
-        ("auto:150", r"spec='auto:150': percentile must be a number in \[0, 100\]"),
+        ("auto:150", r"spec='auto:150': percentile must be a finite number in \[0, 100\], got 150.0"),
         (-2.0, r"spec=-2.0: threshold must be a finite number > 0"),
         (True, r"spec=True is not a clipping spec; accepted specs"),
         ([1.0], r"spec=\[1.0\] is not a clipping spec"),
