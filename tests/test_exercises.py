@@ -370,3 +370,55 @@ def test_every_lesson_has_its_three_exercises_registered_and_a_solutions_noteboo
         assert [e for e in EXERCISES if e in (f"{nn}.1", f"{nn}.2", f"{nn}.3")] == [f"{nn}.1", f"{nn}.2", f"{nn}.3"], nn
         assert all(EXERCISES[f"{nn}.{i}"].notebook == path.name for i in (1, 2, 3)), nn
         assert (path.parent / "solutions" / f"{nn}_solutions.ipynb").is_file(), f"no solutions notebook for {path.name}"
+
+
+GUIDE = NOTEBOOKS.parent / "docs" / "teaching.md"
+
+
+def _timing_table(text: str) -> dict[str, list[tuple[str, int]]]:
+    """The guide's run-time table: {"01": [("setup", 4), ("1. Products of random matrices", 5), ...,
+    ("all", 19)], ...}, as tools/lesson_timings.py measured it."""
+    table: dict[str, list[tuple[str, int]]] = {}
+    lesson = None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not re.fullmatch(r"\**\d+\**", cells[2]):
+            continue
+        if re.match(r"\d\d_", cells[0]):
+            lesson = cells[0][:2]
+        title = "all" if cells[1].startswith("**all cells**") else cells[1]
+        table.setdefault(lesson, []).append((title, int(cells[2].strip("*"))))
+    return table
+
+
+def _section_index(sections: list[tuple[str, int]], ref: str) -> int:
+    ref = re.sub(r"^sections? ", "", ref.strip())
+    for i, (title, _) in enumerate(sections):
+        if title == ref or (ref.isdigit() and title.startswith(f"{ref}. ")) or (not ref.isdigit() and title.startswith(ref)):
+            return i
+    raise AssertionError(f"no section {ref!r} among {[t for t, _ in sections]}")
+
+
+def _quoted_seconds(sections: list[tuple[str, int]], spec: str) -> int:
+    """``"setup + section 4"``, ``"setup to section 2"`` or ``"all"``: the seconds of those table rows."""
+    if spec.strip() == "all":
+        return dict(sections)["all"]
+    parts = [s for s in sections if s[0] != "all"]
+    total = 0
+    for part in spec.split(" + "):
+        ends = [_section_index(parts, ref) for ref in part.split(" to ")]
+        total += sum(seconds for _, seconds in parts[ends[0]:ends[-1] + 1])
+    return total
+
+
+def test_teaching_paths_quote_the_measured_table():
+    """The 45-minute path said "01 section 4 ... 6 s of cells" where the table measured 3 s (7 s with setup)."""
+    text = GUIDE.read_text()
+    table = _timing_table(text)
+    assert sorted(table) == [f"{i:02d}" for i in range(9)]
+    paths = text[text.index("## Three paths"):text.index("## What to ask before each slider")]
+    quoted = re.findall(r"(\d+) s of cells: (\d\d) ([^);]+)", paths)
+    assert len(quoted) >= 6, quoted
+    for seconds, lesson, spec in quoted:
+        assert int(seconds) == _quoted_seconds(table[lesson], spec), (lesson, spec, seconds)
+    assert not re.search(r"\d+ s of cells\)", paths), "a run time in the paths that does not say which rows it sums"
