@@ -77,10 +77,10 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_number(name: str, value: Any, minimum: float = 0.0, below: float | None = None,
+def check_number(name: str, value: Any, minimum: float | None = 0.0, below: float | None = None,
                  maximum: float | None = None) -> float:
     """``value`` as a float when it is a finite real number (never a bool) with ``minimum <= value``
-    and, when given, ``value < below`` or ``value <= maximum``.
+    (no lower bound when None) and, when given, ``value < below`` or ``value <= maximum``.
 
     >>> check_number("weight_decay", 0), check_number("momentum", 0.9, below=1.0), check_number("q", 1, maximum=1)
     (0.0, 0.9, 1.0)
@@ -89,15 +89,17 @@ def check_number(name: str, value: Any, minimum: float = 0.0, below: float | Non
     ...
     ValueError: momentum must be a finite number in [0, 1), got 1.0
     """
-    if below is not None:
-        accepted, over = f"in [{minimum:g}, {below:g})", lambda v: v >= below
+    if minimum is None:
+        accepted, low, over = "", -math.inf, lambda v: False
+    elif below is not None:
+        accepted, low, over = f" in [{minimum:g}, {below:g})", minimum, lambda v: v >= below
     elif maximum is not None:
-        accepted, over = f"in [{minimum:g}, {maximum:g}]", lambda v: v > maximum
+        accepted, low, over = f" in [{minimum:g}, {maximum:g}]", minimum, lambda v: v > maximum
     else:
-        accepted, over = f">= {minimum:g}", lambda v: False
+        accepted, low, over = f" >= {minimum:g}", minimum, lambda v: False
     if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or value < minimum or over(value)):
-        raise ValueError(f"{name} must be a finite number {accepted}, got {value!r}")
+            or value < low or over(value)):
+        raise ValueError(f"{name} must be a finite number{accepted}, got {value!r}")
     return float(value)
 
 

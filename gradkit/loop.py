@@ -78,11 +78,19 @@ class DeviceLoader:
         if not isinstance(y, torch.Tensor) or y.shape != (x_uint8.shape[0],):
             raise ValueError(f"y must be a tensor of shape ({x_uint8.shape[0]},), got {describe(y)}")
         check_int("batch_size", batch_size)
-        if len(mean) != x_uint8.shape[1] or len(std) != x_uint8.shape[1] or min(std) <= 0:
-            raise ValueError(f"mean and std must have {x_uint8.shape[1]} values with std > 0, got {mean}, {std}")
+        check_seed("seed", seed)
+        train, channels_last = check_bool("train", train), check_bool("channels_last", channels_last)
+        if augment is not None:
+            check_bool("augment", augment)
+        if len(mean) != x_uint8.shape[1] or len(std) != x_uint8.shape[1]:
+            raise ValueError(f"mean and std must have {x_uint8.shape[1]} values each, got {mean}, {std}")
+        for value in mean:
+            check_number("mean", value, minimum=None)
+        for value in std:
+            check_positive("std", value)
         self.device = runtime.resolve_device(device)
-        self.batch_size, self.train = batch_size, bool(train)
-        self.augment = self.train if augment is None else bool(augment)
+        self.batch_size, self.train = batch_size, train
+        self.augment = self.train if augment is None else augment
         self.channels_last = channels_last
         self.x = x_uint8.to(self.device)
         self.y = y.to(self.device, torch.long)
@@ -365,6 +373,9 @@ def evaluate(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> tuple
     >>> round(loss, 4), acc  # uniform logits: loss ln(10), only class 0 counted right
     (2.3026, 0.25)
     """
+    check_bool("amp", amp)
+    if not isinstance(model, nn.Module) or not isinstance(loader, DeviceLoader):
+        raise ValueError(f"evaluate takes an nn.Module and a DeviceLoader, got {describe(model)} and {describe(loader)}")
     was_training = model.training
     model.eval()
     try:

@@ -20,6 +20,7 @@ def test_checks_accept_and_return_good_values():
     assert check_int("subset", None, optional=True) is None and check_int("val", 19, minimum=0, maximum=19) == 19
     assert check_seed("seed", 0) == 0 and check_seed("seed", SEED_MAX) == SEED_MAX == 2**64 - 1
     assert check_number("momentum", 0, below=1.0) == 0.0 and check_number("weight_decay", np.float32(0.5)) == 0.5
+    assert check_number("mean", -3, minimum=None) == -3.0 and check_number("q", 1, maximum=1.0) == 1.0
     assert check_list("seeds", range(3)) == [0, 1, 2] and check_thresholds("t", (1, 0.5)) == [1.0, 0.5]
     assert CHANCE == 0.1
 
@@ -46,6 +47,8 @@ def test_checks_accept_and_return_good_values():
     (lambda: check_number("weight_decay", -1e-4), "weight_decay must be a finite number >= 0, got -0.0001"),
     (lambda: check_number("weight_decay", float("inf")), "weight_decay must be a finite number >= 0, got inf"),
     (lambda: check_number("weight_decay", True), "weight_decay must be a finite number >= 0, got True"),
+    (lambda: check_number("mean", float("nan"), minimum=None), "mean must be a finite number, got nan"),
+    (lambda: check_number("q", 1.5, maximum=1.0), "q must be a finite number in [0, 1], got 1.5"),
     (lambda: check_list("seeds", []), "seeds must be a non-empty list, got []"),
     (lambda: check_list("seeds", "01"), "seeds must be a non-empty list, got '01'"),
     (lambda: check_list("seeds", 1), "seeds must be a non-empty list, got 1"),

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradkit.train import DeviceLoader, History, fit
+from gradkit.train import DeviceLoader, History, evaluate, fit
 
 CPU = torch.device("cpu")
 
@@ -292,3 +292,26 @@ def test_grad_norm_trace_and_training_curves_draw_the_records():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+@pytest.mark.parametrize("kw, match", [({"train": "no"}, "train must be True or False"),
+                                       ({"augment": "no"}, "augment must be True or False"),
+                                       ({"channels_last": 1}, "channels_last must be True or False"),
+                                       ({"seed": -1}, "seed must be an int from 0 to"),
+                                       ({"std": (1.0, float("nan"), 1.0)}, "std must be a finite number > 0, got nan"),
+                                       ({"mean": (0.0, "x", 0.0)}, "mean must be a finite number, got 'x'")])
+def test_the_device_loader_takes_booleans_and_numbers_only(kw, match):
+    # A string was taken as truthy: train="no" shuffled, augment="no" cropped and flipped.
+    x, y = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.arange(4)
+    with pytest.raises(ValueError, match=match):
+        DeviceLoader(x, y, 2, device="cpu", **kw)
+
+
+def test_evaluate_refuses_a_string_amp_and_wrong_arguments(data):
+    from gradkit.loop import DeviceLoader
+
+    loader = DeviceLoader(data.test_x, data.test_y, 64, train=False, device="cpu")
+    with pytest.raises(ValueError, match="amp must be True or False"):
+        evaluate(_linear(), loader, amp="no")
+    with pytest.raises(ValueError, match="an nn.Module and a DeviceLoader"):
+        evaluate(_linear(), (data.test_x, data.test_y))
