@@ -308,8 +308,6 @@ def test_the_device_loader_takes_booleans_and_numbers_only(kw, match):
 
 
 def test_evaluate_refuses_a_string_amp_and_wrong_arguments(data):
-    from gradkit.loop import DeviceLoader
-
     loader = DeviceLoader(data.test_x, data.test_y, 64, train=False, device="cpu")
     with pytest.raises(ValueError, match="amp must be True or False"):
         evaluate(_linear(), loader, amp="no")
