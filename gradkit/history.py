@@ -184,8 +184,11 @@ CONFIG_TYPES: dict[str, str] = {
     "constraint": "str?", "run_id": "str", "subset": "count?", "test_subset": "count?", "data_seed": "count?",
     "val": "count?",
 }
-# The per-step fields, one entry per recorded step each (step_norm: also empty, as fit_stacked leaves it).
+# Fields recorded together, so of one length in a whole file: per step (step_norm: also empty, as
+# fit_stacked leaves it), per epoch of training, of test and of validation, per monitored step.
 STEP_FIELDS = ("loss", "grad_norm_before", "grad_norm_after", "clipped", "lr")
+SAME_LENGTH = (STEP_FIELDS, ("train_loss", "train_acc", "epoch_seconds"), ("test_loss", "test_acc"),
+               ("val_loss", "val_acc"), ("layer_steps", "layer_grad_norm", "update_ratio"))
 
 
 def _is_number(v: Any) -> bool:
@@ -236,10 +239,16 @@ def _check_fields(raw: dict[str, Any]) -> None:
             _check_value(name, value, FIELD_TYPES[name])
     if "config" not in raw:
         raise ValueError("field 'config' is missing")
-    lengths = {name: len(raw.get(name, [])) for name in STEP_FIELDS}
-    if len(set(lengths.values())) > 1 or len(raw.get("step_norm", [])) not in (0, lengths["loss"]):
-        raise ValueError(f"the per-step fields have different lengths: {lengths}, step_norm "
-                         f"{len(raw.get('step_norm', []))}")
+    for group in SAME_LENGTH:
+        lengths = {name: len(raw.get(name, [])) for name in group}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"fields recorded together have different lengths: {lengths}")
+    if len(raw.get("step_norm", [])) not in (0, len(raw.get("loss", []))):
+        raise ValueError(f"field 'step_norm' has {len(raw['step_norm'])} entries for {len(raw.get('loss', []))} steps")
+    layers = len(raw.get("layer_names", []))
+    for name in ("layer_grad_norm", "update_ratio"):
+        if any(len(row) != layers for row in raw.get(name, [])):
+            raise ValueError(f"field {name!r} has rows that are not one number per layer ({layers} layer_names)")
 
 
 def _restore_nonfinite(raw: dict[str, Any], nonfinite: Any) -> None:

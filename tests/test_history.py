@@ -46,7 +46,7 @@ def test_history_load_rejects_other_json(tmp_path):
 
 
 def _good_file(tmp_path, data):
-    h = fit(data=data, max_steps=2, batch_size=64, **_small())
+    h = fit(data=data, max_steps=2, batch_size=64, monitor_every=1, **_small())
     h.grad_norm_before[0] = math.inf  # written as null, its meaning kept in "nonfinite"
     return json.loads(h.save(tmp_path / "good.json").read_text())
 
@@ -73,7 +73,11 @@ BAD_FIELDS = [
     ({"diverged": "false"}, "'diverged' must be true or false"),
     ({"diverged_step": 1.5}, "'diverged_step' must be an int >= 0"),
     ({"layer_grad_norm": [1.0]}, "'layer_grad_norm/0' must be a list of numbers"),
-    ({"lr": [0.01]}, "per-step fields have different lengths"),
+    ({"lr": [0.01]}, r"fields recorded together have different lengths: \{'loss': 2, .*'lr': 1\}"),
+    ({"test_acc": []}, r"different lengths: \{'test_loss': 1, 'test_acc': 0\}"),
+    ({"step_norm": [1.0]}, "field 'step_norm' has 1 entries for 2 steps"),
+    ({"layer_steps": [0]}, r"different lengths: \{'layer_steps': 1, 'layer_grad_norm': 2"),
+    ({"update_ratio": [[1.0], [1.0]]}, "'update_ratio' has rows that are not one number per layer"),
 ]
 
 
