@@ -200,7 +200,8 @@ def test_a_run_file_copied_under_another_name_is_set_aside(tmp_path, data):
 
 
 def test_history_save_is_atomic_and_strict_json(tmp_path, monkeypatch):
-    h = _by_hand(loss=[2.3, 3.0], grad_norm_before=[float("inf"), 1.0], layer_grad_norm=[[1.0, float("nan")]])
+    h = _by_hand(loss=[2.3, 3.0], grad_norm_before=[float("inf"), 1.0], layer_names=["a", "b"], layer_steps=[0],
+                 layer_grad_norm=[[1.0, float("nan")]], update_ratio=[[0.1, 0.2]])
     path = h.save(tmp_path / "r.json")
     text = path.read_text()
     assert "Infinity" not in text and "NaN" not in text
