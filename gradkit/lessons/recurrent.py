@@ -39,9 +39,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -55,13 +55,29 @@ DIVERGE_FACTOR = 100.0
 ADDING_TARGET = 0.04
 WEIGHTS = ("w_ih", "w_hh", "bias", "w_out", "b_out")
 
-# The lesson's settings, shared by the notebook and bench/make_lesson08_runs.py. The readout bias
-# starts at 0 (AddingTask.target_mean), so the first steps see errors of about 1 and the largest
-# gradients of the run: that is where an unclipped run at this learning rate blows up.
-EXPLODING = {"length": 10, "cell": "rnn", "hidden": 32, "lr": 0.1, "momentum": 0.9, "batch": 32, "steps": 3000}
-SLIDER_GRID: dict[str, tuple[float, ...]] = {}  # extra thresholds for the slider beyond the table's (none on this CPU)
-LONG = {"length": 40, "cell": "rnn", "hidden": 32, "lr": 0.1, "momentum": 0.9, "batch": 32, "steps": 3000}
-LONG_CLIP = "norm:3.0"
+# The lesson's settings, shared by the notebook and bench/make_lesson08_runs.py (measured on the
+# 2-core CPU, 2026-12-04, results/lesson08/). At lr 0.12 with momentum 0.9 a vanilla RNN of 64 units
+# on sequences of 10 steps trains with gradient norms around 0.3 for a thousand steps or more, then a
+# few steps' gradients are 20 to 200 times longer: without clipping all 5 seeds diverged (steps 1297
+# to 3434 of 4000); norm clipping at the 99th percentile of their norms (1.7) solved all 5 while
+# clipping at most 2.4% of the steps. The readout bias starts at the target's mean (1), so no
+# large early error starts a blow-up: the spikes come from the recurrence itself.
+EXPLODING = {"length": 10, "cell": "rnn", "hidden": 64, "lr": 0.12, "momentum": 0.9, "batch": 32, "steps": 4000}
+EXPLODING_SEEDS = 5
+# The slider's grid: each method at these multiples of its table threshold (the 99th percentile
+# of the unclipped runs' norms, or of their largest gradient element for value clipping).
+SLIDER_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
+# Sequences of 40 steps, clipped at the threshold that saved the exploding runs: the vanilla RNN's
+# gradient at the first step is about 1e-8 of the last step's, before and after training, and it
+# learns nothing in 3000 steps (3 of 3 seeds), while an LSTM (forget-gate bias 1) solves the task
+# in 3 of 3; neither diverges, and the threshold acts on at most 0.1% of the steps: the gradients
+# are not too long, they are missing at the early steps.
+LONG = {"length": 40, "hidden": 64, "lr": 0.12, "momentum": 0.9, "batch": 32, "steps": 3000}
+LONG_CELLS = ("rnn", "lstm")
+LONG_CLIP = "norm:1.7"
+LONG_SEEDS = 3
+PROFILE_SIZE = 100  # test sequences on which train(profile_size=...) measures ||dL/dh_t||
+SPIKE_RING = 64     # steps of weights and batches keep_spike holds before each run's last step
 # At lr 3 (momentum 0.9, no warm-up) the unclipped GRU language model spikes and ends far above the
 # uniform guess in every seed on the 2-core CPU (measured 2026-12-02: 5 of 5); c = 1 is about five
 # times the median gradient norm (~0.2) of runs that train normally.
@@ -126,7 +142,7 @@ class AddingTask:
     tokens: bool = False
     every_step: bool = False
     baseline: float = 1.0 / 6.0
-    target_mean: float = 0.0
+    target_mean: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.length, int) or self.length < 2:
@@ -201,8 +217,20 @@ def run_stack(w: dict[str, Tensor], cell: str, x: Tensor, *, tokens: bool = Fals
     """Run K nets with stacked weights ``w`` on their own inputs ``x`` (K, B, T[, n_in]).
 
     Returns the outputs, (K, B, n_out) after the last step or (K, B, T, n_out) at every step, and
-    the hidden states h_1..h_T (each (K, B, H), gradients retained) when ``keep_states``.
+    the hidden states h_1..h_T (each (max(K, 2), B, H), gradients retained) when ``keep_states``.
+
+    A stack of one net is run beside a detached copy of itself (its outputs dropped, its states
+    get no gradient): torch sends a
+    batch of one matrix product down another kernel (the readout becomes a matrix-vector product)
+    that rounds differently in the last digit, and a run at the edge of stability then ends
+    differently alone than stacked. With the copy every run follows the same kernels whatever
+    else it is stacked with: a net trained alone, in a pair or among 40 others has the same
+    weights bit for bit (on one machine and torch version).
     """
+    if w["w_hh"].shape[0] == 1:
+        w = {name: torch.cat([t, t.detach()]) for name, t in w.items()}
+        out, states = run_stack(w, cell, torch.cat([x, x]), tokens=tokens, every_step=every_step, keep_states=keep_states)
+        return out[:1], states
     k = w["w_hh"].shape[0]
     hidden = w["w_hh"].shape[1]
     if tokens:
@@ -243,16 +271,22 @@ def cell_step(cell: str, w_hh: Tensor, a_t: Tensor, h: Tensor, c: Tensor) -> tup
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
+SERIES = ("loss", "norm_before", "norm_after", "max_abs")
+
+
 @dataclass
 class Run:
     """One training run: its config and, per step, the loss, the gradient norm before and after
     clipping, whether it was clipped and the largest gradient element ``max_abs`` (before
     clipping: what value clipping compares with its threshold); the test loss every
-    ``eval_every`` steps. ``net`` is the trained net (not saved).
+    ``eval_every`` steps and, when asked (``train(profile_size=...)``), ``grad_profile``: at each of
+    those steps ``||dL/dh_t||`` for t = 1..T. ``net`` is the trained net (not saved).
 
     ``diverged_step`` is the step the divergence rule fired (records stop before it), else None.
     ``seconds`` is the run's share of the wall time of the stacked training it was part of;
-    ``extra`` holds anything a lesson adds (a generated text sample).
+    ``extra`` holds anything a lesson adds (a generated text sample). ``spike`` and ``recent``
+    (``train(keep_spike=True)``, not saved) hold the weights and batch at the largest finite
+    gradient norm and at each of the last :data:`SPIKE_RING` steps (see :func:`spike_state`).
     """
 
     config: dict[str, Any]
@@ -264,9 +298,11 @@ class Run:
     diverged_step: int | None = None
     test_steps: list[int] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
+    grad_profile: list[list[float]] = field(default_factory=list)
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     spike: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    recent: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
     net: RecurrentNet | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -291,32 +327,57 @@ class Run:
         """The success rule: not diverged and final test loss < ``target``."""
         return not self.diverged and self.final_test_loss < target
 
-    def to_dict(self, digits: int = 5) -> dict[str, Any]:
-        """JSON-ready, floats rounded to ``digits`` significant digits; the spike snapshot is left out."""
-        d = asdict(self)
-        d.pop("spike")
-        d.pop("net")
-        for key in ("loss", "norm_before", "norm_after", "max_abs", "test_loss"):
-            d[key] = [float(f"{v:.{digits}g}") for v in d[key]]
+    def to_dict(self, digits: int = 4, series: Sequence[str] = SERIES) -> dict[str, Any]:
+        """JSON-ready: floats rounded to ``digits`` significant digits, the per-step ``series`` named
+        (the others saved empty), ``clipped`` as the indices of the clipped steps (``clipped_at``:
+        a few percent of the steps, where a list of booleans would hold every step); the spike
+        snapshots and the net are left out.
+
+        >>> Run({"clip": "norm:1.0"}, loss=[0.123456, 0.5], clipped=[False, True]).to_dict(3, series=["loss"])["clipped_at"]
+        [1]
+        """
+        unknown = set(series) - set(SERIES)
+        if unknown:
+            raise ValueError(f"series={list(series)!r}: accepted names are {', '.join(SERIES)}")
+        skip = ("spike", "recent", "net", "clipped")
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+        d["clipped_at"] = [i for i, c in enumerate(self.clipped) if c]
+        d["steps_recorded"] = len(self.clipped)
+        for key in SERIES:
+            d[key] = [float(f"{v:.{digits}g}") for v in d[key]] if key in series else []
+        d["test_loss"] = [float(f"{v:.{digits}g}") for v in d["test_loss"]]
+        d["grad_profile"] = [[float(f"{v:.3g}") for v in row] for row in d["grad_profile"]]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Run:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k not in ("spike", "net")})
+        """The run :meth:`to_dict` wrote (files with a ``clipped`` list of booleans load too)."""
+        d = dict(d)
+        if "clipped_at" in d:
+            clipped = [False] * d.pop("steps_recorded")
+            for i in d.pop("clipped_at"):
+                clipped[i] = True
+            d["clipped"] = clipped
+        skip = ("spike", "recent", "net")
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k not in skip})
 
 
 def train(task: Task, cell: str, members: Sequence[tuple[str, int]], *, hidden: int, lr: float, steps: int,
           batch: int = 32, momentum: float = 0.0, rho: float | None = None, eval_every: int = 50,
-          test_size: int = 500, test_seed: int = 12345, keep_spike: bool = False) -> list[Run]:
+          test_size: int = 500, test_seed: int = 12345, keep_spike: bool = False, profile_size: int = 0) -> list[Run]:
     """Train one run per ``(clip_spec, seed)`` in ``members`` with SGD, all stacked in one forward.
 
     Run ``k`` starts from ``RecurrentNet(cell, ..., seed=seed_k)`` and draws its batches from a
     generator seeded with ``seed_k + 1`` (two runs with one seed see the same start and the same
     data: a paired comparison). Each step: loss, backward, ``clipper(spec_k)(net_k)``, SGD
     (``lr``, ``momentum``). The divergence rule of the module docstring stops a run. Every
-    ``eval_every`` steps and at the end, the test loss on ``test_size`` fixed sequences.
-    ``keep_spike`` keeps, per run, a copy of the weights and the batch at its largest finite
-    gradient norm (for :func:`cliff_probe`).
+    ``eval_every`` steps and at the end, the test loss on ``test_size`` fixed sequences and, with
+    ``profile_size`` > 0, ``||dL/dh_t||`` on the first ``profile_size`` of them (:func:`grad_profiles`).
+    ``keep_spike`` keeps, per run, the weights and the batch at its largest finite gradient norm
+    and at each of its last :data:`SPIKE_RING` steps (for :func:`spike_state` and :func:`cliff_probe`).
+
+    A run's numbers do not depend on what else is stacked with it (:func:`run_stack`): the same
+    setting and seed give the same run alone or among others, on one machine and torch version.
 
     >>> runs = train(AddingTask(6), "rnn", [("none", 0), ("norm:0.5", 0)], hidden=4, lr=0.1, steps=3, test_size=8)
     >>> [len(r.loss) for r in runs], runs[1].norm_before[0] == runs[0].norm_before[0]
@@ -330,6 +391,8 @@ def train(task: Task, cell: str, members: Sequence[tuple[str, int]], *, hidden: 
                         ("test_size", test_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not isinstance(profile_size, int) or not 0 <= profile_size <= test_size:
+        raise ValueError(f"profile_size must be an int from 0 to test_size={test_size}, got {profile_size!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     clips = [clipper(spec) for spec, _ in members]
@@ -340,7 +403,7 @@ def train(task: Task, cell: str, members: Sequence[tuple[str, int]], *, hidden: 
     opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=lr, momentum=momentum, foreach=True)
     test_x, test_y = task.test_batch(test_size, torch.Generator().manual_seed(test_seed))
     base = {"task": task.name, "cell": cell, "hidden": hidden, "lr": lr, "momentum": momentum, "steps": steps,
-            "batch": batch, "rho": rho, "test_size": test_size}
+            "batch": batch, "rho": rho, "test_size": test_size, "out_bias": task.target_mean}
     base.update(task.config())
     runs = [Run(config={**base, "clip": c.spec, "seed": seed}) for c, (_, seed) in zip(clips, members)]
     alive = list(range(len(nets)))
@@ -351,15 +414,19 @@ def train(task: Task, cell: str, members: Sequence[tuple[str, int]], *, hidden: 
         idx = list(alive)
         if not idx:
             return
+        k = len(idx)
+        w = stack_weights([nets[i] for i in idx])
         with torch.no_grad():
-            k = len(idx)
             x = test_x.unsqueeze(0).expand(k, *test_x.shape)
-            out, _ = run_stack(stack_weights([nets[i] for i in idx]), cell, x, tokens=task.tokens,
-                               every_step=task.every_step)
+            out, _ = run_stack(w, cell, x, tokens=task.tokens, every_step=task.every_step)
             losses = task.loss(out, test_y.unsqueeze(0).expand(k, *test_y.shape)).tolist()
-        for i, v in zip(idx, losses):
+        profiles = (grad_profiles(w, cell, test_x[:profile_size], test_y[:profile_size], task).tolist()
+                    if profile_size else [None] * k)
+        for i, v, prof in zip(idx, losses, profiles):
             runs[i].test_steps.append(step)
             runs[i].test_loss.append(v)
+            if prof is not None:
+                runs[i].grad_profile.append(prof)
 
     for step in range(steps):
         if step % eval_every == 0:
@@ -392,10 +459,13 @@ def train(task: Task, cell: str, members: Sequence[tuple[str, int]], *, hidden: 
             runs[i].norm_after.append(after)
             runs[i].clipped.append(bool(clipped))
             runs[i].max_abs.append(top)
-            if keep_spike and before > peak[i]:
-                peak[i] = before
-                runs[i].spike = {"step": step, "norm": before, "x": x[j].clone(), "y": y[j].clone(),
-                                 "net": copy.deepcopy(nets[i])}
+            if keep_spike:
+                snap = {"step": step, "norm": before, "x": x[j].clone(), "y": y[j].clone(),
+                        "weights": {name: getattr(nets[i], name).detach().clone() for name in WEIGHTS}}
+                runs[i].recent = [*runs[i].recent[-(SPIKE_RING - 1):], snap]
+                if before > peak[i]:
+                    peak[i] = before
+                    runs[i].spike = snap
             still.append(i)
         alive = still
         opt.step()
@@ -404,6 +474,47 @@ def train(task: Task, cell: str, members: Sequence[tuple[str, int]], *, hidden: 
     for r, net in zip(runs, nets):
         r.seconds, r.net = seconds / len(runs), net
     return runs
+
+
+def snapshot_net(run: Run, snap: dict[str, Any]) -> RecurrentNet:
+    """The net of ``run`` with the weights of one of its snapshots (``run.spike`` or ``run.recent[i]``)."""
+    if run.net is None:
+        raise ValueError("run.net is None: snapshots belong to runs trained in this session (train(keep_spike=True))")
+    net = copy.deepcopy(run.net)
+    with torch.no_grad():
+        for name, value in snap["weights"].items():
+            getattr(net, name).copy_(value)
+    return net
+
+
+def blowup_start(run: Run, c: float) -> int | None:
+    """The step at which a diverged run's blow-up began: the first of the unbroken steps with
+    ``||g|| > c`` that end at its last trained step (that step itself when its norm was <= c: the
+    update that diverged); None for a run that did not diverge.
+
+    >>> blowup_start(Run({"clip": "none"}, norm_before=[0.3, 5.0, 0.4, 6.0, 20.0], diverged_step=5), 1.0)
+    3
+    """
+    if not run.diverged or not run.norm_before:
+        return None
+    s = len(run.norm_before) - 1
+    while s > 0 and run.norm_before[s] > c and run.norm_before[s - 1] > c:
+        s -= 1
+    return s
+
+
+def spike_state(run: Run, c: float) -> dict[str, Any] | None:
+    """The state to probe for the cliff (:func:`cliff_probe`): for a run that diverged, the snapshot
+    at :func:`blowup_start` (or the earliest one held, when the blow-up began more than
+    :data:`SPIKE_RING` steps before the end), else the snapshot at the largest gradient. A dict
+    with ``step``, ``norm``, ``x``, ``y`` and ``net``; None without snapshots."""
+    snap = run.spike
+    begin = blowup_start(run, c)
+    if begin is not None and run.recent:
+        snap = next((s for s in run.recent if s["step"] >= begin), run.recent[-1])
+    if snap is None:
+        return None
+    return {**{k: v for k, v in snap.items() if k != "weights"}, "net": snapshot_net(run, snap)}
 
 
 def cliff_probe(net: RecurrentNet, x: Tensor, y: Tensor, task: Task, *, reach: float, points: int = 41) -> dict[str, np.ndarray]:
@@ -437,6 +548,18 @@ def cliff_probe(net: RecurrentNet, x: Tensor, y: Tensor, task: Task, *, reach: f
     return {"distance": distance.numpy(), "loss": loss.numpy(), "grad_norm": np.float64(gnorm)}
 
 
+def grad_profiles(w: dict[str, Tensor], cell: str, x: Tensor, y: Tensor, task: Task) -> Tensor:
+    """``||dL/dh_t||`` for t = 1..T (Frobenius over batch and units) of K stacked nets (weights
+    ``w``, as :func:`stack_weights` gives them) on one batch ``(x, y)`` that they all read: a (K, T)
+    tensor. The weights are copied, so no ``.grad`` of the nets changes."""
+    k = w["w_hh"].shape[0]
+    w = {name: t.detach().clone().requires_grad_(True) for name, t in w.items()}
+    xs = x.unsqueeze(0).expand(k, *x.shape)
+    out, states = run_stack(w, cell, xs, tokens=task.tokens, every_step=task.every_step, keep_states=True)
+    grads = torch.autograd.grad(task.loss(out, y.unsqueeze(0).expand(k, *y.shape)).sum(), states)
+    return torch.stack([g[:k].reshape(k, -1).norm(dim=1) for g in grads], dim=1).detach()
+
+
 def hidden_grad_norms(net: RecurrentNet, x: Tensor, y: Tensor, task: Task) -> np.ndarray:
     """``||dL/dh_t||`` for t = 1..T (Frobenius over batch and units): how much of the loss's gradient
     reaches each time step. For the adding problem the loss only sees ``h_T``, so the values fall
@@ -446,11 +569,20 @@ def hidden_grad_norms(net: RecurrentNet, x: Tensor, y: Tensor, task: Task) -> np
     >>> g.shape, bool(g[0] < g[-1] * 1e-3)
     ((20,), True)
     """
-    net = copy.deepcopy(net)
-    out, states = run_stack(stack_weights([net]), net.cell, x.unsqueeze(0), tokens=net.tokens,
-                            every_step=net.every_step, keep_states=True)
-    task.loss(out, y.unsqueeze(0)).sum().backward()
-    return np.array([float(h.grad.norm()) for h in states])
+    return grad_profiles(stack_weights([net]), net.cell, x, y, task)[0].numpy().astype(float)
+
+
+def geometric_rate(profile: Sequence[float]) -> float:
+    """The factor by which ``||dL/dh_t||`` shrinks per time step going back from the last step:
+    ``(g_1 / g_T) ** (1 / (T - 1))`` (1: nothing lost; 0.6: 40% lost at every step).
+
+    >>> round(geometric_rate([0.25, 0.5, 1.0]), 3)
+    0.5
+    """
+    g = np.asarray(profile, dtype=float)
+    if g.size < 2 or not g[-1] > 0:
+        raise ValueError(f"profile must hold >= 2 values and a positive last one, got {g.size} values ending in {g[-1:]!r}")
+    return float((g[0] / g[-1]) ** (1.0 / (g.size - 1)))
 
 
 def percentile_thresholds(norms: Sequence[float], percentiles: Sequence[float]) -> list[float]:
@@ -517,16 +649,20 @@ def format_seed_table(rows: Sequence[SeedRow]) -> str:
 
 
 def table_findings(rows: Sequence[SeedRow], *, rare: float = 0.2) -> list[str]:
-    """Sentences computed from the table: how the unclipped runs ended, and which clipped settings
-    solved the task in all seeds or all but one while clipping fewer than ``rare`` of the steps.
+    """Sentences computed from the table, one per row: how the unclipped runs ended, and for each
+    clipped setting how many seeds it solved, how many of those the unclipped runs lost, and how
+    often it clipped; "rare" means fewer than ``rare`` of the steps in every seed.
 
-    >>> rows = [SeedRow("none", 5, 1, 3, math.nan, math.nan, math.inf), SeedRow("norm:1.0", 5, 5, 0, 0.04, 0.06, 0.01)]
+    >>> rows = [SeedRow("none", 5, 0, 5, math.nan, math.nan, math.inf), SeedRow("norm:1.0", 5, 5, 0, 0.04, 0.06, 0.01),
+    ...         SeedRow("value:0.5", 5, 4, 0, 0.01, 0.02, 0.02)]
     >>> print("\\n".join(table_findings(rows)))
-    Without clipping 3 of 5 seeds diverged and 1 more failed: 4 of 5 did not solve the task (a majority).
-    norm clipping, c=1 solved 5 of 5 seeds and clipped 4.0% of the steps (median; at most 6.0%): rare clipping that saved the runs.
+    Without clipping 5 of 5 seeds diverged and 0 more failed: 5 of 5 did not solve the task (a majority).
+    norm clipping, c=1 solved 5 of 5 seeds (0 diverged), clipping 4.0% of the steps (median; at most 6.0%): rare clipping, and every seed solved.
+    value clipping, c=0.5 solved 4 of 5 seeds (0 diverged, 1 failed without diverging), clipping 1.0% of the steps (median; at most 2.0%): rare clipping, 4 more seeds solved than without clipping, not all.
     """
     from gradkit.plots import spec_label
 
+    base = next((r for r in rows if r.spec == "none"), None)
     out = []
     for r in rows:
         if r.spec == "none":
@@ -534,15 +670,23 @@ def table_findings(rows: Sequence[SeedRow], *, rare: float = 0.2) -> list[str]:
             out.append(f"Without clipping {r.diverged} of {r.seeds} seeds diverged and {r.failed - r.diverged} more "
                        f"failed: {r.failed} of {r.seeds} did not solve the task ({share}).")
             continue
-        text = (f"{spec_label(r.spec)} solved {r.solved} of {r.seeds} seeds and clipped {100 * r.clip_share:.1f}% "
-                f"of the steps (median; at most {100 * r.max_clip_share:.1f}%)")
-        if r.solved >= r.seeds - 1 and r.max_clip_share < rare:
-            text += ": rare clipping that saved the runs."
-        elif r.solved >= r.seeds - 1:
-            text += f": it saved the runs, but clipped {100 * rare:.0f}% of the steps or more in some seed, so it also acted as a smaller step."
+        quiet = r.failed - r.diverged
+        ends = f"{r.diverged} diverged" + (f", {quiet} failed without diverging" if quiet else "")
+        text = (f"{spec_label(r.spec)} solved {r.solved} of {r.seeds} seeds ({ends}), clipping "
+                f"{100 * r.clip_share:.1f}% of the steps (median; at most {100 * r.max_clip_share:.1f}%)")
+        how = "rare clipping" if r.max_clip_share < rare else f"clipping {100 * rare:.0f}% of the steps or more in some seed"
+        gained = r.solved - base.solved if base is not None else None
+        if r.solved == r.seeds:
+            verdict = f"{how}, and every seed solved"
+        elif gained is not None and gained > 0:
+            verdict = f"{how}, {gained} more seed{'s' if gained > 1 else ''} solved than without clipping, not all"
+        elif gained is not None:
+            verdict = f"{how}, and no more seeds solved than without clipping"
         else:
-            text += f"; {r.diverged} diverged."
-        out.append(text)
+            verdict = how
+        if r.max_clip_share >= rare and r.solved:
+            verdict += " (acting on that many steps it is also a smaller step)"
+        out.append(f"{text}: {verdict}.")
     return out
 
 
@@ -557,40 +701,193 @@ def outcome(run: Run, target: float) -> str:
     return f"{'solved' if run.solved(target) else 'not solved'} (final test loss {run.final_test_loss:.4f})"
 
 
-def repeat_note(run: Run, others: Sequence[tuple[str, Run]], target: float) -> str:
-    """Compare ``run`` with earlier runs of the same setting and seed (``(name, run)`` pairs): the
-    same start and the same batches. Where the outcomes differ, say why that can happen: the runs
-    were computed in another order (trained alone or stacked with other runs, on another number
-    of threads), so they round differently, and a run at the edge of stability can end either way.
+def pair_findings(free: Run, saved: Run, c: float, target: float) -> list[str]:
+    """Sentences computed from section 1's pair, one unclipped run ``free`` and its clipped twin
+    ``saved`` (same seed, norm clipping at ``c``): how large the unclipped gradients got and how
+    often they passed ``c``, where the blow-up began (:func:`blowup_start`) and how the run ended,
+    then how often the twin was clipped and how it ended.
 
-    >>> a = Run(config={"clip": "none"}, test_loss=[0.01])
-    >>> b = Run(config={"clip": "none"}, test_loss=[0.16])
+    >>> free = Run({"clip": "none", "seed": 0}, loss=[0.2, 0.2, 0.2, 0.3, 2.0], norm_before=[0.3, 0.3, 0.3, 6.0, 30.0],
+    ...            clipped=[False] * 5, diverged_step=5)
+    >>> saved = Run({"clip": "norm:1.0", "seed": 0}, loss=[0.2] * 5, norm_before=[0.3, 0.3, 6.0, 0.2, 0.2],
+    ...             clipped=[False, False, True, False, False], test_loss=[0.01])
+    >>> print("\\n".join(pair_findings(free, saved, 1.0, 0.04)))
+    Without clipping the gradient norm had median 0.3; 2 of 5 steps had ||g|| > c = 1, and the largest, 30 at step 4, was 100 times the median.
+    Its blow-up began at step 3 (||g|| = 6, 20 times the median, training loss 0.3 on that step's batch); at step 5 the loss left the bounds: the run diverged.
+    With norm clipping at c = 1 the same start and batches gave 1 clipped step of 5 (20.0%); solved (final test loss 0.0100).
+    """
+    norms = np.asarray(free.norm_before, dtype=float)
+    med = float(np.median(norms))
+    top = int(np.argmax(norms))
+    out = [f"Without clipping the gradient norm had median {med:.2g}; {int((norms > c).sum())} of {norms.size} steps had "
+           f"||g|| > c = {c:g}, and the largest, {norms[top]:.3g} at step {top}, was {norms[top] / med:.0f} times the median."]
+    begin = blowup_start(free, c)
+    if begin is not None:
+        out.append(f"Its blow-up began at step {begin} (||g|| = {norms[begin]:.3g}, {norms[begin] / med:.0f} times the median, "
+                   f"training loss {free.loss[begin]:.3g} on that step's batch); at step {free.diverged_step} the loss left "
+                   f"the bounds: the run diverged.")
+    else:
+        out.append(f"It did not diverge in {norms.size} steps: {outcome(free, target)}.")
+    n = len(saved.clipped)
+    out.append(f"With norm clipping at c = {c:g} the same start and batches gave {sum(saved.clipped)} clipped "
+               f"step{'s' if sum(saved.clipped) != 1 else ''} of {n} ({100 * saved.clip_share:.1f}%); {outcome(saved, target)}.")
+    return out
+
+
+def cliff_findings(probe: dict[str, np.ndarray], *, lr: float, c: float, step: int, where: str) -> list[str]:
+    """Sentences computed from a :func:`cliff_probe` at ``step`` (``where``: why that step): the loss on
+    the batch before the step, the lowest point of the line, where the clipped (``lr * c``) and the
+    unclipped (``lr * ||g||``) steps land, and whether the unclipped one lands on a wall (more than
+    twice the loss before it and twice where the clipped step lands).
+
+    >>> p = {"distance": np.linspace(0, 1, 11), "loss": np.array([0.3, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8]),
+    ...      "grad_norm": np.float64(5.0)}
+    >>> print("\\n".join(cliff_findings(p, lr=0.1, c=1.0, step=7, where="where the blow-up began")))
+    Step 7, where the blow-up began: ||g|| = 5; the loss on its batch was 0.3 before the step.
+    Along -g the loss falls to 0.1 at distance 0.1 (the length of a step with ||g|| = 1), then rises: 0.1 where the clipped step lands (lr x c = 0.1), 0.8 where the unclipped one lands (lr x ||g|| = 0.5).
+    The unclipped step lands on a wall: 2.7 times the loss before it, 8 times where the clipped step lands.
+    """
+    d, loss = probe["distance"], probe["loss"]
+    gnorm = float(probe["grad_norm"])
+    full, capped_at = lr * gnorm, lr * min(c, gnorm)
+    before = float(loss[0])
+    low = int(np.argmin(loss))
+    plain, capped = float(np.interp(full, d, loss)), float(np.interp(capped_at, d, loss))
+    out = [f"Step {step}, {where}: ||g|| = {gnorm:.3g}; the loss on its batch was {before:.3g} before the step.",
+           f"Along -g the loss falls to {loss[low]:.3g} at distance {d[low]:.2g} (the length of a step with "
+           f"||g|| = {d[low] / lr:.2g}), then rises: {capped:.3g} where the clipped step lands (lr x c = {capped_at:.3g}), "
+           f"{plain:.3g} where the unclipped one lands (lr x ||g|| = {full:.3g})." if low > 0 else
+           f"Along -g the loss rises from the start: {capped:.3g} where the clipped step lands (lr x c = {capped_at:.3g}), "
+           f"{plain:.3g} where the unclipped one lands (lr x ||g|| = {full:.3g})."]
+    if plain > 2 * max(before, capped):
+        out.append(f"The unclipped step lands on a wall: {plain / before:.2g} times the loss before it, "
+                   f"{plain / capped:.2g} times where the clipped step lands.")
+    elif plain > before:
+        out.append(f"The unclipped step lands higher than it started ({plain / before:.2g} times the loss before it), "
+                   f"but not on a wall (the clipped step: {capped / before:.2g} times).")
+    else:
+        out.append(f"On this batch the line does not climb to a wall: the unclipped step ends at {plain / before:.2g} "
+                   f"times the loss before it.")
+    return out
+
+
+def long_findings(runs: Sequence[Run], target: float) -> list[str]:
+    """Sentences computed from the long-sequence runs (one clipping setting, several cells): per cell
+    the seeds solved and diverged, how often clipping acted and the largest gradient norm; then the
+    verdict the lesson asks about, in the words the counts allow: the vanilla RNN failed (and
+    whether it diverged) while each gated cell solved, or not.
+
+    >>> rs = [Run({"clip": "norm:1.0", "cell": "rnn", "seed": s}, norm_before=[0.5], clipped=[False], test_loss=[0.16]) for s in (0, 1)]
+    >>> rs += [Run({"clip": "norm:1.0", "cell": "lstm", "seed": s}, norm_before=[2.0], clipped=[True], test_loss=[0.001]) for s in (0, 1)]
+    >>> print("\\n".join(long_findings(rs, 0.04)))
+    RNN, norm clipping, c=1: solved 0 of 2 seeds, 0 diverged; clipping acted on 0.0% of the steps (at most, over the seeds); largest ||g|| 0.5.
+    LSTM, norm clipping, c=1: solved 2 of 2 seeds, 0 diverged; clipping acted on 100.0% of the steps (at most, over the seeds); largest ||g|| 2.
+    Verdict: with the same clipping the vanilla RNN failed in 2 of 2 seeds without diverging, while the LSTM solved 2 of 2.
+    """
+    from gradkit.plots import spec_label
+
+    rows, out = {}, []
+    for cell in dict.fromkeys(r.config["cell"] for r in runs):
+        group = [r for r in runs if r.config["cell"] == cell]
+        [rows[cell]] = seed_table(group, target)
+        row = rows[cell]
+        out.append(f"{cell.upper()}, {spec_label(row.spec)}: solved {row.solved} of {row.seeds} seeds, {row.diverged} "
+                   f"diverged; clipping acted on {100 * row.max_clip_share:.1f}% of the steps (at most, over the seeds); "
+                   f"largest ||g|| {max(max(r.norm_before, default=math.nan) for r in group):.3g}.")
+    rnn = rows.get("rnn")
+    gated = {cell: row for cell, row in rows.items() if cell != "rnn"}
+    if rnn is None or not gated:
+        return out
+    how = "without diverging" if rnn.diverged == 0 else f"({rnn.diverged} of them diverged)"
+    rnn_text = (f"the vanilla RNN failed in {rnn.failed} of {rnn.seeds} seeds {how}" if rnn.failed
+                else f"the vanilla RNN solved {rnn.solved} of {rnn.seeds} seeds too")
+    gated_text = " and ".join(f"the {cell.upper()} solved {row.solved} of {row.seeds}" for cell, row in gated.items())
+    joint = "while" if rnn.failed and all(row.solved == row.seeds for row in gated.values()) else "and"
+    out.append(f"Verdict: with the same clipping {rnn_text}, {joint} {gated_text}.")
+    return out
+
+
+def profile_findings(runs: Sequence[Run]) -> list[str]:
+    """Sentences computed from the runs' recorded ``grad_profile``: per cell, the median over seeds
+    of ``||dL/dh_1|| / ||dL/dh_T||`` at the first evaluation (initialisation) and at the last (after
+    training), and the factor per time step it amounts to after training (:func:`geometric_rate`).
+
+    >>> rs = [Run({"clip": "norm:1.0", "cell": "rnn", "seed": 0}, grad_profile=[[0.01, 0.1, 1.0], [0.04, 0.2, 1.0]])]
+    >>> profile_findings(rs)
+    ['RNN (1 seed): ||dL/dh_1|| / ||dL/dh_T|| = 0.01 at initialisation, 0.04 after training: a factor 0.2 per time step back from the last.']
+    """
+    out = []
+    for cell in dict.fromkeys(r.config["cell"] for r in runs if r.grad_profile):
+        group = [np.asarray(r.grad_profile, dtype=float) for r in runs if r.config["cell"] == cell and r.grad_profile]
+        first = float(np.median([g[0, 0] / g[0, -1] for g in group]))
+        last = float(np.median([g[-1, 0] / g[-1, -1] for g in group]))
+        rate = float(np.median([geometric_rate(g[-1]) for g in group]))
+        n = len(group)
+        out.append(f"{cell.upper()} ({n} seed{'s' if n > 1 else ''}): ||dL/dh_1|| / ||dL/dh_T|| = {first:.2g} at "
+                   f"initialisation, {last:.2g} after training: a factor {rate:.2g} per time step back from the last.")
+    return out
+
+
+def config_differences(run: Run, other: Run) -> dict[str, tuple[Any, Any]]:
+    """The settings in which two runs differ: ``{key: (run's, other's)}`` over both configs (the
+    clipping spec and the seed included); empty when they are the same setting and seed.
+
+    >>> config_differences(Run({"clip": "none", "seed": 0, "steps": 80}), Run({"clip": "none", "seed": 0, "steps": 4000}))
+    {'steps': (80, 4000)}
+    """
+    keys = list(dict.fromkeys([*run.config, *other.config]))
+    return {k: (run.config.get(k), other.config.get(k)) for k in keys if run.config.get(k) != other.config.get(k)}
+
+
+def repeat_note(run: Run, others: Sequence[tuple[str, Run]], target: float) -> str:
+    """Compare ``run`` with other runs (``(name, run)`` pairs), like with like only: a run of the
+    same settings and seed (same start, same batches, as many steps) is compared outcome for
+    outcome; a run that differs in any setting is named with what differs and not compared.
+
+    Runs of one setting and seed are computed alike bit for bit on one machine and torch version
+    (:func:`run_stack`), so a like run with another outcome was made elsewhere (another CPU or
+    torch version rounds the last digits differently), and a run at the edge of stability can end
+    either way on that alone.
+
+    >>> a = Run(config={"clip": "none", "seed": 0, "steps": 4000}, test_loss=[0.01])
+    >>> b = Run(config={"clip": "none", "seed": 0, "steps": 4000}, test_loss=[0.16])
     >>> repeat_note(a, [("the shipped run", a)], 0.04)
     'The shipped run: solved (final test loss 0.0100), the same outcome as this run.'
-    >>> repeat_note(a, [("the shipped run", b)], 0.04).startswith("The shipped run: not solved (final test loss 0.1600), unlike this run. Same start")
+    >>> repeat_note(a, [("the shipped run", b)], 0.04).startswith("The shipped run: not solved (final test loss 0.1600), unlike this run. Same settings")
     True
+    >>> short = Run(config={"clip": "none", "seed": 0, "steps": 80}, test_loss=[0.15])
+    >>> repeat_note(short, [("the shipped run", a)], 0.04)
+    'The shipped run: solved (final test loss 0.0100); not compared with this run, which differs in steps (80 here, 4000 there).'
     """
     lines, differ = [], False
     for name, other in others:
-        same = (other.diverged, other.solved(target)) == (run.diverged, run.solved(target))
+        head = f"{name[:1].upper()}{name[1:]}: {outcome(other, target)}"
+        diffs = config_differences(run, other)
+        if diffs:
+            what = ", ".join(f"{k} ({a} here, {b} there)" for k, (a, b) in diffs.items())
+            lines.append(f"{head}; not compared with this run, which differs in {what}.")
+            continue
+        same = (other.diverged, other.diverged_step, other.solved(target)) == (run.diverged, run.diverged_step, run.solved(target))
         differ |= not same
-        lines.append(f"{name[:1].upper()}{name[1:]}: {outcome(other, target)}, "
-                     f"{'the same outcome as' if same else 'unlike'} this run.")
+        lines.append(f"{head}, {'the same outcome as' if same else 'unlike'} this run.")
     text = " ".join(lines)
     if differ:
-        text += (" Same start, same batches, a different outcome: the runs were computed in another order "
-                 "(trained alone or stacked with other runs, on another number of threads), so they rounded "
-                 "differently in the last digits, and a run at the edge of stability can end either way on "
-                 "that alone. One run is an anecdote; the table of section 2 counts seeds.")
+        text += (" Same settings, same seed, same start and batches, a different outcome: on one machine and torch "
+                 "version such runs agree bit for bit, so one of them was made elsewhere, where the last digits "
+                 "round differently, and a run at the edge of stability can end either way on that alone. One run "
+                 "is an anecdote; the table of section 2 counts seeds.")
     return text
 
 
-def save_runs(path: str | Path, runs: Sequence[Run], provenance: dict[str, Any]) -> Path:
-    """Write ``{"provenance": ..., "runs": [...]}`` as JSON, atomically (temporary file + ``os.replace``)."""
+def save_runs(path: str | Path, runs: Sequence[Run], provenance: dict[str, Any],
+              series: Sequence[str] | Callable[[Run], Sequence[str]] = SERIES) -> Path:
+    """Write ``{"provenance": ..., "runs": [...]}`` as JSON, atomically (temporary file + ``os.replace``);
+    ``series``: the per-step series each run keeps (:meth:`Run.to_dict`), or a function of the run."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"provenance": provenance, "runs": [r.to_dict() for r in runs]}, indent=None))
+    pick = series if callable(series) else (lambda _run: series)
+    tmp.write_text(json.dumps({"provenance": provenance, "runs": [r.to_dict(series=pick(r)) for r in runs]}, indent=None))
     os.replace(tmp, path)
     return path
 
