@@ -1,9 +1,11 @@
 """The report's index.html as a reader opens it: from disk, in Chromium, on a phone and on a desktop.
 
-Two lessons are executed with ``python -m gradkit report`` (the profile of the browser test, smoke in
+Three lessons are executed with ``python -m gradkit report`` (the profile of the browser test, smoke in
 CI); the page must show each lesson's title and goal, every thumbnail decoded, every recorded result,
 and on a 390-pixel-wide phone screen no sideways scrolling of the page itself (wide tables scroll
-inside their own box). Screenshots go to ``reports/browser/index-*.png``.
+inside their own box). Lesson 02's own page, opened with the network cut, must ask for nothing and show
+its formulas as MathML (it once loaded MathJax from a CDN). Screenshots go to ``reports/browser/index-*.png``
+and ``reports/browser/page-02-offline.png``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from gradkit.report_index import goal, title
 
 from .labserver import ROOT
 
-LESSONS = ["00_tour.ipynb", "05_sweep_report.ipynb"]
+LESSONS = ["00_tour.ipynb", "02_clipping_formulas.ipynb", "05_sweep_report.ipynb"]
 SHOTS = ROOT / "reports" / "browser"
 
 PAGE_JS = """() => ({
@@ -64,3 +66,25 @@ def test_the_index_reads_on_a_phone_and_a_desktop(browser, tmp_path):
         assert not errors, errors
         print(f"\nindex on a {name} ({size['width']} px): {len(seen['images'])} thumbnails, "
               f"{sum(seen['results'])} recorded values")
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    fetched = []
+
+    def cut(route):
+        fetched.append(route.request.url)
+        route.abort()
+
+    page.route("http*://**", cut)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((out / "02_clipping_formulas.html").as_uri())
+    page.wait_for_load_state("load")
+    maths = page.evaluate("() => Array.from(document.querySelectorAll('math'))"
+                          ".filter(m => m.getBoundingClientRect().width > 0).length")
+    raw = page.evaluate("() => document.body.innerText.includes('\\\\sqrt')")
+    page.screenshot(path=str(SHOTS / "page-02-offline.png"))
+    page.close()
+    assert not fetched, f"the lesson page asked the network for {fetched}"
+    assert maths > 20 and not raw, (maths, raw)
+    assert not errors, errors
+    print(f"lesson 02's page offline: {maths} formulas drawn as MathML, no request")
