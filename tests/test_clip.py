@@ -309,20 +309,38 @@ def test_clip_grad_value_counts_only_elements_beyond_c(dtype, threshold):
     assert float(result.clipped_fraction) == pytest.approx(outside / 12, rel=torch.finfo(dtype).eps)
 
 
-def test_clip_grad_value_count_in_pieces_is_exact(monkeypatch):
-    """The count adds dot products of at most _EXACT_COUNT elements; pieces of 7 give the same numbers."""
+@pytest.mark.parametrize("piece", [7, 2**18])
+def test_clip_grad_value_in_pieces_is_exact(monkeypatch, piece):
+    """The CPU path clips, counts and measures pieces of _PIECE elements; pieces of 7 give the same
+    bits, the same count and the same norms (to rounding), channels-last and strided gradients included."""
     from gradkit import clip as gclip
 
     g = torch.Generator().manual_seed(3)
-    grads = [torch.randn(1000, generator=g), torch.randn(5, 5, generator=g), torch.randn(3, generator=g)]
+    conv = torch.randn(8, 3, 5, 5, generator=g).contiguous(memory_format=torch.channels_last)
+    grads = [torch.randn(1000, generator=g), torch.randn(5, 5, generator=g).t(), torch.randn(3, generator=g), conv,
+             torch.randn(4, 6, generator=g)[:, ::2], torch.randn(300, generator=g).double(), torch.randn(50, generator=g).half()]
+    assert not grads[1].is_contiguous() and grads[3].is_contiguous(memory_format=torch.channels_last) and grads[4].stride() == (6, 2)
     expected = sum(int((t.abs() > 0.5).sum()) for t in grads)
-    monkeypatch.setattr(gclip, "_EXACT_COUNT", 7)
-    ws = []
+    def norm(tensors):
+        return math.sqrt(sum(float(t.double().square().sum()) for t in tensors))
+
+    norm_before = norm(grads)
+    monkeypatch.setattr(gclip, "_PIECE", piece)
+    ws, twins_ = [], []
     for t in grads:
         ws.append(torch.zeros_like(t))
-        ws[-1].grad = t.clone()
+        ws[-1].grad = t.clone(memory_format=torch.preserve_format)
+        twins_.append(torch.nn.Parameter(torch.zeros_like(t)))
+        twins_[-1].grad = t.clone(memory_format=torch.preserve_format)
     result = clip_grad_value(ws, 0.5)
-    assert float(result.clipped_fraction) * sum(t.numel() for t in grads) == pytest.approx(expected, abs=1e-3)
+    torch.nn.utils.clip_grad_value_(twins_, 0.5)
+    for w, u in zip(ws, twins_):
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[w.grad.dtype.itemsize]
+        assert w.grad.stride() == u.grad.stride() and torch.equal(w.grad.view(bits), u.grad.view(bits))
+    n = sum(t.numel() for t in grads)
+    assert result.clipped_fraction.dtype == torch.float64 and float(result.clipped_fraction) == expected / n
+    assert float(result.norm_before) == pytest.approx(norm_before, rel=1e-6)
+    assert float(result.norm_after) == pytest.approx(norm([w.grad for w in ws]), rel=1e-6)
 
 
 # --- per-tensor norm clipping and scaled value clipping: hand computations -------------------------
@@ -607,24 +625,26 @@ def test_an_inf_in_one_tensor_makes_the_total_after_nan(name):
     assert torch.equal(b.grad, expected_b)
 
 
-def test_checked_multiplication_is_bitwise_foreach_mul():
-    """The fused check-and-multiply writes the bits _foreach_mul_ writes, for every dtype it is used for."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_checked_multiplication_is_bitwise_foreach_mul(dtype):
+    """The fused check-and-multiply (used on GPUs; run here on the CPU) writes the bits _foreach_mul_
+    writes, with one factor for all tensors or one each, and flags an inf or nan."""
     from gradkit import clip as gclip
 
     g = torch.Generator().manual_seed(4)
-    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        tensors = [(torch.randn(50, generator=g) * 30).to(dtype) for _ in range(3)] + [torch.tensor([0.0, -0.0, 1e-40, -3.0]).to(dtype)]
-        twin = [t.clone() for t in tensors]
-        coef = torch.tensor(0.37, dtype=dtype)
-        found = gclip._mul_(tensors, coef)
-        torch._foreach_mul_(twin, coef)
-        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
-        assert all(torch.equal(t.view(bits), u.view(bits)) for t, u in zip(tensors, twin)) and not bool(found)
-        per = torch.tensor([0.5, 2.0, 0.1, 1.0], dtype=dtype)
-        found = gclip._mul_(tensors, per)
-        for t, u, k in zip(tensors, twin, per):
-            u.mul_(k)
-        assert all(torch.equal(t.view(bits), u.view(bits)) for t, u in zip(tensors, twin)) and not bool(found)
+    tensors = [(torch.randn(50, generator=g) * 30).to(dtype) for _ in range(3)] + [torch.tensor([0.0, -0.0, 1e-40, -3.0]).to(dtype)]
+    twin = [t.clone() for t in tensors]
+    coef = torch.tensor(0.37, dtype=dtype)
+    found = gclip._checked_mul_(tensors, [coef] * 4)
+    torch._foreach_mul_(twin, coef)
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    assert all(torch.equal(t.view(bits), u.view(bits)) for t, u in zip(tensors, twin)) and not bool(found)
+    per = list(torch.tensor([0.5, 2.0, 0.1, 1.0], dtype=dtype).unbind())
+    found = gclip._checked_mul_(tensors, per)
+    torch._foreach_mul_(twin, per)
+    assert all(torch.equal(t.view(bits), u.view(bits)) for t, u in zip(tensors, twin)) and not bool(found)
+    tensors[2][7] = math.inf
+    assert bool(gclip._checked_mul_(tensors, [torch.zeros((), dtype=dtype)] * 4)) and bool(tensors[2][7].isnan())
 
 
 # --- AutoClip with non-finite norms: the percentile of the finite ones -------------------------------
