@@ -3,25 +3,33 @@
 One training step = zero_grad, forward, cross-entropy, backward, [clip], SGD(momentum 0.9) step,
 on a fixed random batch already on the device (no data loading), for the seed CNN (conv 3->64,
 conv 64->128, fc 8192->1024->10) and torchvision's ResNet-18 (num_classes=10) on 32x32 inputs.
-Variants, all with max_norm = 1:
+Variants, all with max_norm = 1 (value clipping: c = ``MAX_VALUE``):
 
 - ``none``: no clipping (the baseline, ratio 1.00);
 - ``torch``: ``torch.nn.utils.clip_grad_norm_`` (foreach kernels);
 - ``naive``: the per-tensor loop with ``.item()`` found in many tutorials (one host sync per tensor);
 - ``gradkit``: :func:`gradkit.clip_grad_norm`;
 - ``gradkit+monitor``: the same through :class:`gradkit.GradMonitor` (every step: per-layer
-  gradient and weight norms and the update-to-weight ratio).
+  gradient and weight norms and the update-to-weight ratio);
+- ``torch value``: ``torch.nn.utils.clip_grad_value_``;
+- ``gradkit value``: :func:`gradkit.clip.clip_grad_value`, which also measures the norms before
+  and after and counts the clipped elements (what ``fit`` records every step).
 
 The variants run in alternation, ``--rounds`` times, so that a machine whose load changes slows
 all of them alike; each ratio is the median over rounds of the variant's time over the time of
 ``none`` in the same round, and ms/step is the fastest round (the least disturbed by other
 processes). A second table times the clipping call alone (the fastest call; same gradients
 every call), where differences between implementations are not hidden by the step's noise; it
-also times value clipping (c = ``MAX_VALUE``), gradkit's :func:`gradkit.clip.clip_grad_value`
-(which also counts the clipped elements) against ``torch.nn.utils.clip_grad_value_``.
+also times value clipping, gradkit's against torch's (ratio to ``clip_grad_value_``).
 CPU always, CUDA when present.
 
-    python bench/clip_overhead.py                         # defaults: about 2 min on 2 CPU cores
+On a machine that other jobs keep busy, torch's second thread is often descheduled and every
+parallel operation then waits for it (a whole scheduler slice, about 2 ms, per operation): the
+ratios measure that, not the code. ``--threads 1 --clock cpu`` times one thread by its CPU time,
+which other processes do not inflate.
+
+    python bench/clip_overhead.py                         # defaults: about 3 min on 2 CPU cores
+    python bench/clip_overhead.py --threads 1 --clock cpu # a busy machine
     python bench/clip_overhead.py --devices cuda          # batch 128, 50 steps x 5 rounds
 """
 
@@ -49,7 +57,7 @@ from gradkit.monitor import GradMonitor  # noqa: E402
 
 MAX_NORM = 1.0
 MAX_VALUE = 1e-2
-VARIANTS = ("none", "torch", "naive", "gradkit", "gradkit+monitor")
+VARIANTS = ("none", "torch", "naive", "gradkit", "gradkit+monitor", "torch value", "gradkit value")
 MODELS: dict[str, Callable[[], nn.Module]] = {"seed_cnn": SeedCNN, "resnet18": lambda: resnet18(num_classes=10)}
 
 
@@ -61,6 +69,10 @@ def naive_clip(model: nn.Module, max_norm: float) -> None:
         for p in model.parameters():
             if p.grad is not None:
                 p.grad.mul_(coef)
+
+
+# time.perf_counter (wall time), or time.process_time with --clock cpu
+clock: Callable[[], float] = time.perf_counter
 
 
 def _sync(device: torch.device) -> None:
@@ -97,6 +109,8 @@ def bench_steps(name: str, device: torch.device, batch: int, steps: int, rounds:
         "naive": lambda: naive_clip(model, MAX_NORM),
         "gradkit": lambda: clip_grad_norm(model, MAX_NORM),
         "gradkit+monitor": lambda: monitor.clip(MAX_NORM),
+        "torch value": lambda: torch.nn.utils.clip_grad_value_(model.parameters(), MAX_VALUE),
+        "gradkit value": lambda: clip_grad_value(model, MAX_VALUE),
     }
 
     def run(variant: str, n: int = steps) -> float:
@@ -104,14 +118,14 @@ def bench_steps(name: str, device: torch.device, batch: int, steps: int, rounds:
         if variant == "gradkit+monitor":
             monitor.attach(opt)
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         for _ in range(n):
             opt.zero_grad(set_to_none=False)
             F.cross_entropy(model(x), y).backward()
             clip()
             opt.step()
         _sync(device)
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         monitor.detach()
         return elapsed / n
 
@@ -142,15 +156,23 @@ def bench_clip_only(name: str, device: torch.device, batch: int, reps: int, roun
         for _ in range(reps):
             torch._foreach_copy_(grads, saved)
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             clips[variant]()
             _sync(device)
-            fastest = min(fastest, time.perf_counter() - start)
+            fastest = min(fastest, clock() - start)
         return fastest
 
     for variant in clips:
         run(variant)
     return {v: min(t) for v, t in _rounds(run, tuple(clips), rounds).items()}
+
+
+def _load() -> str:
+    """The 1-minute load average (Linux), to print beside the numbers."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,7 +184,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="rounds of all variants (default: 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant before the rounds")
     parser.add_argument("--reps", type=int, default=None, help="clipping calls per variant per round in the clip-only table (default: 6 on CPU, 100 on CUDA)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="wall time, or this process's CPU time (with --threads 1 on a busy machine)")
     args = parser.parse_args(argv)
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads={args.threads}; accepted values: an int >= 1")
+        torch.set_num_threads(args.threads)
     if args.devices == "auto":
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     elif args.devices in ("cpu", "cuda"):
@@ -174,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         if m not in MODELS:
             parser.error(f"--models: unknown model {m!r}; accepted values: {', '.join(MODELS)}")
     torch.backends.cudnn.benchmark = True
-    print(f"torch {torch.__version__}, max_norm={MAX_NORM}, SGD(lr=0.01, momentum=0.9), random data on the device")
+    print(f"torch {torch.__version__}, max_norm={MAX_NORM}, value c={MAX_VALUE}, SGD(lr=0.01, momentum=0.9), random data on the device; "
+          f"{torch.get_num_threads()} CPU threads, {args.clock} clock, load average {_load()}")
     for dev_name in devices:
         device = runtime.resolve_device(dev_name)
         on_gpu = device.type == "cuda"
