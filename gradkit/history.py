@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -140,6 +141,11 @@ class History:
         def refuse(why: str) -> ValueError:
             return ValueError(f"path={str(path)!r} is not a gradkit History: {why}")
 
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse("not a regular file (a pipe or device would never end)")
+        if info.st_size > MAX_FILE_BYTES:
+            raise refuse(f"{info.st_size} bytes, more than any run file ({MAX_FILE_BYTES} at most); not read")
         try:
             raw = json.loads(Path(path).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
@@ -155,6 +161,9 @@ class History:
         except ValueError as err:
             raise refuse(str(err)) from err
         return cls(**raw)
+# A run file larger than this is not read: 50 epochs of 390 steps with per-layer records every step
+# of a 170-tensor model is about 130 MB.
+MAX_FILE_BYTES = 1 << 30
 # A finite loss this many times the first step's marks a run as unstable (History.unstable).
 BLOW_UP = 10.0
 

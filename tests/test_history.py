@@ -109,3 +109,17 @@ def test_load_puts_non_finite_numbers_back(tmp_path, data):
     raw = _good_file(tmp_path, data)
     assert raw["grad_norm_before"][0] is None and raw["nonfinite"] == {"grad_norm_before/0": "inf"}
     assert History.load(tmp_path / "good.json").grad_norm_before[0] == math.inf
+
+
+def test_load_refuses_a_pipe_and_an_oversized_file_unread(tmp_path, monkeypatch):
+    import os
+
+    import gradkit.history
+
+    os.mkfifo(tmp_path / "pipe.json")  # read_text() would wait for a writer forever
+    with pytest.raises(ValueError, match="pipe.json.*not a regular file"):
+        History.load(tmp_path / "pipe.json")
+    (tmp_path / "big.json").write_text("[" + "1, " * 40 + "1]")
+    monkeypatch.setattr(gradkit.history, "MAX_FILE_BYTES", 100)
+    with pytest.raises(ValueError, match=r"big.json.*123 bytes, more than any run file \(100 at most\)"):
+        History.load(tmp_path / "big.json")
