@@ -180,6 +180,21 @@ def test_contrast_numbers_by_hand():
     rate, acc, twin, lr, verdict = points["cifar"][0.5]
     assert (rate, lr) == (0.99, 0.05) and acc == pytest.approx(0.42) and twin == pytest.approx(0.41)
     assert points["cifar_none"] == pytest.approx(0.35) and points["label"] == "setting A"
+    with pytest.raises(ValueError, match="legend"):
+        views.held_out_curves(axes[0][0], runs, target=0.01, legend="above")
+
+
+def test_held_out_curves_show_a_run_that_diverged_before_its_first_evaluation():
+    import matplotlib
+    matplotlib.use("Agg")
+    from gradkit import plots
+    from gradkit.lessons import recurrent_views as views
+
+    early = Run({"clip": "none", "seed": 0}, test_steps=[0], test_loss=[0.17], diverged_step=37)
+    fig, ax = plots.figure()
+    views.held_out_curves(ax, [early], target=0.04, baseline=1 / 6)
+    marks = [line for line in ax.lines if line.get_marker() == "x"]
+    assert [tuple(m.get_xydata()[0]) for m in marks] == [(37.0, pytest.approx(rec.DIVERGE_FACTOR / 6))]
 
 
 def _tiny_trainer(spec, seeds):

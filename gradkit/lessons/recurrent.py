@@ -39,9 +39,10 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -362,6 +363,28 @@ class Run:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k not in skip})
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block, then restore the thread count. These nets' matrices
+    (32 x 64) gain nothing from a second thread (the same ms per step on an idle 2-core CPU), and on a
+    busy machine each parallel region waits for a thread the OS has parked: lesson 08's pair of runs
+    took 76 ms a step on two threads and about 2 on one, with the load average near 7 on 2 cores.
+
+    >>> n = torch.get_num_threads()
+    >>> with one_thread():
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == n
+    True
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train(task: Task, cell: str, members: Sequence[tuple[str, int]], *, hidden: int, lr: float, steps: int,
           batch: int = 32, momentum: float = 0.0, rho: float | None = None, eval_every: int = 50,
           test_size: int = 500, test_seed: int = 12345, keep_spike: bool = False, profile_size: int = 0) -> list[Run]:
@@ -395,84 +418,85 @@ def train(task: Task, cell: str, members: Sequence[tuple[str, int]], *, hidden: 
         raise ValueError(f"profile_size must be an int from 0 to test_size={test_size}, got {profile_size!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
-    clips = [clipper(spec) for spec, _ in members]
-    nets = [RecurrentNet(cell, task.n_in, hidden, task.n_out, rho=rho, tokens=task.tokens,
-                         every_step=task.every_step, out_bias=task.target_mean, seed=seed) for _, seed in members]
-    # One generator per distinct seed: runs that share a seed share their batches (drawn once).
-    gens = {seed: torch.Generator().manual_seed(seed + 1) for _, seed in members}
-    opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=lr, momentum=momentum, foreach=True)
-    test_x, test_y = task.test_batch(test_size, torch.Generator().manual_seed(test_seed))
-    base = {"task": task.name, "cell": cell, "hidden": hidden, "lr": lr, "momentum": momentum, "steps": steps,
-            "batch": batch, "rho": rho, "test_size": test_size, "out_bias": task.target_mean}
-    base.update(task.config())
-    runs = [Run(config={**base, "clip": c.spec, "seed": seed}) for c, (_, seed) in zip(clips, members)]
-    alive = list(range(len(nets)))
-    peak = [-math.inf] * len(nets)
-    start = time.perf_counter()
+    with one_thread():
+        clips = [clipper(spec) for spec, _ in members]
+        nets = [RecurrentNet(cell, task.n_in, hidden, task.n_out, rho=rho, tokens=task.tokens,
+                             every_step=task.every_step, out_bias=task.target_mean, seed=seed) for _, seed in members]
+        # One generator per distinct seed: runs that share a seed share their batches (drawn once).
+        gens = {seed: torch.Generator().manual_seed(seed + 1) for _, seed in members}
+        opt = torch.optim.SGD([p for n in nets for p in n.parameters()], lr=lr, momentum=momentum, foreach=True)
+        test_x, test_y = task.test_batch(test_size, torch.Generator().manual_seed(test_seed))
+        base = {"task": task.name, "cell": cell, "hidden": hidden, "lr": lr, "momentum": momentum, "steps": steps,
+                "batch": batch, "rho": rho, "test_size": test_size, "out_bias": task.target_mean}
+        base.update(task.config())
+        runs = [Run(config={**base, "clip": c.spec, "seed": seed}) for c, (_, seed) in zip(clips, members)]
+        alive = list(range(len(nets)))
+        peak = [-math.inf] * len(nets)
+        start = time.perf_counter()
 
-    def evaluate(step: int) -> None:
-        idx = list(alive)
-        if not idx:
-            return
-        k = len(idx)
-        w = stack_weights([nets[i] for i in idx])
-        with torch.no_grad():
-            x = test_x.unsqueeze(0).expand(k, *test_x.shape)
-            out, _ = run_stack(w, cell, x, tokens=task.tokens, every_step=task.every_step)
-            losses = task.loss(out, test_y.unsqueeze(0).expand(k, *test_y.shape)).tolist()
-        profiles = (grad_profiles(w, cell, test_x[:profile_size], test_y[:profile_size], task).tolist()
-                    if profile_size else [None] * k)
-        for i, v, prof in zip(idx, losses, profiles):
-            runs[i].test_steps.append(step)
-            runs[i].test_loss.append(v)
-            if prof is not None:
-                runs[i].grad_profile.append(prof)
+        def evaluate(step: int) -> None:
+            idx = list(alive)
+            if not idx:
+                return
+            k = len(idx)
+            w = stack_weights([nets[i] for i in idx])
+            with torch.no_grad():
+                x = test_x.unsqueeze(0).expand(k, *test_x.shape)
+                out, _ = run_stack(w, cell, x, tokens=task.tokens, every_step=task.every_step)
+                losses = task.loss(out, test_y.unsqueeze(0).expand(k, *test_y.shape)).tolist()
+            profiles = (grad_profiles(w, cell, test_x[:profile_size], test_y[:profile_size], task).tolist()
+                        if profile_size else [None] * k)
+            for i, v, prof in zip(idx, losses, profiles):
+                runs[i].test_steps.append(step)
+                runs[i].test_loss.append(v)
+                if prof is not None:
+                    runs[i].grad_profile.append(prof)
 
-    for step in range(steps):
-        if step % eval_every == 0:
-            evaluate(step)
-        if not alive:
-            break
-        drawn = {seed: task.sample(batch, g) for seed, g in gens.items()}
-        x = torch.stack([drawn[members[i][1]][0] for i in alive])
-        y = torch.stack([drawn[members[i][1]][1] for i in alive])
-        opt.zero_grad(set_to_none=True)
-        out, _ = run_stack(stack_weights([nets[i] for i in alive]), cell, x, tokens=task.tokens,
-                           every_step=task.every_step)
-        losses = task.loss(out, y)
-        losses.sum().backward()
-        largest = torch.stack([grad_norm(nets[i], math.inf) for i in alive])
-        results = [clips[i](nets[i]) for i in alive]
-        record = torch.stack([losses.detach(), largest] + [torch.stack([r.norm_before for r in results]),
-                                                  torch.stack([r.norm_after for r in results]),
-                                                  torch.stack([r.clipped.float() for r in results])]).tolist()
-        still = []
-        for j, i in enumerate(alive):
-            loss, top, before, after, clipped = (row[j] for row in record)
-            if not math.isfinite(loss) or loss > DIVERGE_FACTOR * task.baseline or not math.isfinite(before):
-                runs[i].diverged_step = step
-                for p in nets[i].parameters():
-                    p.grad = None
-                continue
-            runs[i].loss.append(loss)
-            runs[i].norm_before.append(before)
-            runs[i].norm_after.append(after)
-            runs[i].clipped.append(bool(clipped))
-            runs[i].max_abs.append(top)
-            if keep_spike:
-                snap = {"step": step, "norm": before, "x": x[j].clone(), "y": y[j].clone(),
-                        "weights": {name: getattr(nets[i], name).detach().clone() for name in WEIGHTS}}
-                runs[i].recent = [*runs[i].recent[-(SPIKE_RING - 1):], snap]
-                if before > peak[i]:
-                    peak[i] = before
-                    runs[i].spike = snap
-            still.append(i)
-        alive = still
-        opt.step()
-    evaluate(steps)
-    seconds = time.perf_counter() - start
-    for r, net in zip(runs, nets):
-        r.seconds, r.net = seconds / len(runs), net
+        for step in range(steps):
+            if step % eval_every == 0:
+                evaluate(step)
+            if not alive:
+                break
+            drawn = {seed: task.sample(batch, g) for seed, g in gens.items()}
+            x = torch.stack([drawn[members[i][1]][0] for i in alive])
+            y = torch.stack([drawn[members[i][1]][1] for i in alive])
+            opt.zero_grad(set_to_none=True)
+            out, _ = run_stack(stack_weights([nets[i] for i in alive]), cell, x, tokens=task.tokens,
+                               every_step=task.every_step)
+            losses = task.loss(out, y)
+            losses.sum().backward()
+            largest = torch.stack([grad_norm(nets[i], math.inf) for i in alive])
+            results = [clips[i](nets[i]) for i in alive]
+            record = torch.stack([losses.detach(), largest] + [torch.stack([r.norm_before for r in results]),
+                                                      torch.stack([r.norm_after for r in results]),
+                                                      torch.stack([r.clipped.float() for r in results])]).tolist()
+            still = []
+            for j, i in enumerate(alive):
+                loss, top, before, after, clipped = (row[j] for row in record)
+                if not math.isfinite(loss) or loss > DIVERGE_FACTOR * task.baseline or not math.isfinite(before):
+                    runs[i].diverged_step = step
+                    for p in nets[i].parameters():
+                        p.grad = None
+                    continue
+                runs[i].loss.append(loss)
+                runs[i].norm_before.append(before)
+                runs[i].norm_after.append(after)
+                runs[i].clipped.append(bool(clipped))
+                runs[i].max_abs.append(top)
+                if keep_spike:
+                    snap = {"step": step, "norm": before, "x": x[j].clone(), "y": y[j].clone(),
+                            "weights": {name: getattr(nets[i], name).detach().clone() for name in WEIGHTS}}
+                    runs[i].recent = [*runs[i].recent[-(SPIKE_RING - 1):], snap]
+                    if before > peak[i]:
+                        peak[i] = before
+                        runs[i].spike = snap
+                still.append(i)
+            alive = still
+            opt.step()
+        evaluate(steps)
+        seconds = time.perf_counter() - start
+        for r, net in zip(runs, nets):
+            r.seconds, r.net = seconds / len(runs), net
     return runs
 
 

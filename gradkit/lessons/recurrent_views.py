@@ -76,7 +76,7 @@ def norm_traces(ax: Any, runs: Mapping[str, Run], *, thresholds: Mapping[str, fl
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||g|| before clipping (log scale)")
-    plots.legend_below(ax)
+    plots.legend_below(ax, fontsize=8)
     return ax
 
 
@@ -96,19 +96,24 @@ def loss_traces(ax: Any, runs: Mapping[str, Run], *, window: int = 10, target: f
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(f"training loss ({window}-step mean, log)")
-    plots.legend_below(ax)
+    plots.legend_below(ax, fontsize=8)
     return ax
 
 
-def blowup_figure(free: Run, saved: Run, c: float, *, baseline: float, start: int | None = None) -> Any:
-    """Section 1's figure: one row per run (``free`` without clipping, ``saved`` with norm clipping
-    at ``c``), the gradient norm at every step (left, log axis, the threshold dashed, clipped steps
-    dotted) and the training loss at every step (right, log axis, the trivial predictor's loss
-    ``baseline`` and the divergence bound dotted); an ``x`` where a run diverged, and ``start``
-    (the step at which the unclipped blow-up began) marked. Shared axes, so the rows compare."""
-    fig, axes = plots.figure(2, 2, width=12, height=5.8, sharex=True, sharey="col")
+def blowup_figure(free: Run, saved: Run, c: float, *, baseline: float, start: int | None = None, before: int = 30) -> Any:
+    """Section 1's figure. Rows 1 and 2: one run each (``free`` without clipping, ``saved`` with norm
+    clipping at ``c``), the gradient norm at every step (left, log axis, the threshold dashed, clipped
+    steps dotted) and the training loss at every step (right, log axis, the trivial predictor's loss
+    ``baseline`` dotted); an ``x`` where a run diverged, ``start`` (the step at which the unclipped
+    blow-up began) marked; shared axes, so the rows compare. Row 3: a zoom on the unclipped run, one
+    marker per step, from ``before`` steps ahead of ``start`` to its end (without ``start``: around
+    its largest gradient), where the full trace packs the blow-up into a few pixels."""
+    fig, axes = plots.figure(3, 2, width=12, height=8.4, height_ratios=(1, 1, 0.9))
+    for k in (0, 1):
+        axes[1][k].sharex(axes[0][k])
+        axes[1][k].sharey(axes[0][k])
     steps = max(len(free.loss), len(saved.loss), 1)
-    for row, run in zip(axes, (free, saved)):
+    for row, run in zip(axes[:2], (free, saved)):
         color = plots.color_for(_method(run.spec))
         v = np.asarray(run.norm_before, dtype=float)
         loss = np.asarray(run.loss, dtype=float)
@@ -125,7 +130,8 @@ def blowup_figure(free: Run, saved: Run, c: float, *, baseline: float, start: in
             row[1].plot(run.diverged_step, bound, "x", color="black", markersize=10, mew=2,
                         label=f"loss > {DIVERGE_FACTOR:g} x trivial: diverged")
         if start is not None and run is free:
-            row[0].axvline(start, color="#b2182b", linewidth=0.8, linestyle="-.", label=f"blow-up begins, step {start}")
+            for ax in row:
+                ax.axvline(start, color="#b2182b", linewidth=0.8, linestyle="-.", label=f"blow-up begins, step {start}")
         share = "" if run.spec == "none" else f", {100 * run.clip_share:.1f}% of steps clipped"
         end = f"diverged at step {run.diverged_step}" if run.diverged else f"{len(loss)} steps, did not diverge"
         row[0].set_title(f"{plots.spec_label(run.spec)}: {end}{share}", fontsize=9, loc="left")
@@ -133,10 +139,34 @@ def blowup_figure(free: Run, saved: Run, c: float, *, baseline: float, start: in
         row[1].set_ylabel("training loss, every step (log)")
         for ax in row:
             ax.set_yscale("log")
-            ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
-    for ax in axes[1]:
+            ax.set_xlabel("step")
+            ax.set_xlim(0, steps)
+    v = np.asarray(free.norm_before, dtype=float)
+    loss = np.asarray(free.loss, dtype=float)
+    at = start if start is not None else (int(np.argmax(v)) if v.size else 0)
+    lo = max(0, at - before)
+    hi = v.size if start is not None else min(v.size, at + before // 3 + 1)
+    zoom = np.arange(lo, hi)
+    color = plots.color_for("none")
+    axes[2][0].plot(zoom, v[lo:hi], ".-", color=color, markersize=4, linewidth=0.8)
+    axes[2][0].axhline(c, color="black", linestyle="--", linewidth=1.0)
+    axes[2][1].plot(zoom, loss[lo:hi], ".-", color=color, markersize=4, linewidth=0.8)
+    axes[2][1].axhline(baseline, color="black", linestyle=":", linewidth=1.0)
+    what = "the blow-up" if start is not None else "its largest gradient"
+    for ax, name in zip(axes[2], ("||g|| before clipping (log)", "training loss (log)")):
+        if start is not None:
+            ax.axvline(start, color="#b2182b", linewidth=0.8, linestyle="-.")
+        ax.set_yscale("log")
+        ax.set_ylabel(name)
         ax.set_xlabel("step")
-        ax.set_xlim(0, steps)
+        ax.set_title(f"zoom, no clipping: steps {lo} to {hi - 1}, around {what}", fontsize=9, loc="left")
+    for ax in axes.flat:
+        _log_ticks(ax)
+    handles = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=3, fontsize=8)
     return fig
 
 
@@ -161,7 +191,7 @@ def cliff(ax: Any, probe: Mapping[str, np.ndarray], *, lr: float, c: float, typi
         ax.set_ylim(bottom=0)
         ax.set_ylabel("loss on the spike's batch")
     ax.set_xlabel("distance moved along the update direction")
-    plots.legend_below(ax, ncol=2)
+    plots.legend_below(ax, ncol=2, fontsize=8)
     return ax
 
 
@@ -175,7 +205,7 @@ def hidden_grad_curves(ax: Any, curves: Mapping[str, np.ndarray], colors: Mappin
     ax.set_yscale("log")
     ax.set_xlabel("time step t (the loss reads h_T at the last step)")
     ax.set_ylabel("||dL/dh_t|| (log scale)")
-    plots.legend_below(ax, ncol=2)
+    plots.legend_below(ax, ncol=2, fontsize=8)
     return ax
 
 
@@ -195,16 +225,18 @@ def first_step_share(ax: Any, runs: Sequence[Run], colors: Mapping[str, str]) ->
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||dL/dh_1|| / ||dL/dh_T|| (log)")
-    plots.legend_below(ax)
+    plots.legend_below(ax, fontsize=8)
     return ax
 
 
 def held_out_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Callable[[Run], str] | None = None,
-                    baseline: float | None = None, live: Sequence[Run] = ()) -> Any:
+                    baseline: float | None = None, live: Sequence[Run] = (), legend: str = "below") -> Any:
     """Test loss against step for each run (log axis), one colour per seed, the success target dotted.
     A run that diverged is drawn on to an ``x`` at its divergence step, placed at the divergence
     bound (``DIVERGE_FACTOR * baseline``; without ``baseline`` at its last test loss), so a run that
-    diverged before its first evaluation still shows. ``live``: runs trained now, drawn dashed black."""
+    diverged before its first evaluation still shows. ``live``: runs trained now, drawn dashed black.
+    ``legend``: ``"below"`` the axes, or ``"inside"`` (where matplotlib finds room: for figures
+    with fixed margins, such as a slider's, where a legend below would be cut off)."""
     bound = DIVERGE_FACTOR * baseline if baseline is not None else None
     for i, run in enumerate(runs):
         text = label(run) if label else f"seed {run.config.get('seed')}"
@@ -227,7 +259,12 @@ def held_out_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Calla
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("test loss (log scale)")
-    plots.legend_below(ax, ncol=2)
+    if legend == "below":
+        plots.legend_below(ax, ncol=2, fontsize=8)
+    elif legend == "inside":
+        ax.legend(fontsize=8, loc="best", framealpha=0.85, ncol=2)
+    else:
+        raise ValueError(f"legend={legend!r}: accepted values are 'below', 'inside'")
     return ax
 
 
@@ -268,7 +305,7 @@ class RunSlider:
     test loss (right) for the stored setting of that method nearest to that threshold (on a log
     scale); the slider stops at the stored thresholds. "Train this setting" trains that setting for
     the shipped seeds with ``trainer(spec, seeds) -> list[Run]`` (a few seconds on a CPU for these
-    small nets), adds the runs to :attr:`live` and draws them dashed over the shipped ones; the
+    small nets), adds the runs to :attr:`live` and draws their test losses dashed over the shipped ones; the
     line beside the button says what it trained, how it ended and how it compares with the shipped
     runs. ``data``: ``spec``, ``solved``, ``seeds``, ``clip_share``. ``examples``: the specs the
     static fallback draws.
@@ -334,8 +371,6 @@ class RunSlider:
         group, spec = data["runs"], data["spec"]
         for i, run in enumerate(group):
             axes[0].plot(run.norm_before, linewidth=0.6, color=SEED_COLORS[i % len(SEED_COLORS)])
-        for run in data["live"]:
-            axes[0].plot(run.norm_before, "--", linewidth=0.6, color=LIVE_COLOR)
         threshold = clipper(spec).threshold
         if threshold is not None and _method(spec) != "value":
             axes[0].axhline(threshold, color="black", linestyle="--", linewidth=1.0)
@@ -344,7 +379,7 @@ class RunSlider:
         axes[0].set_ylabel("||g|| before clipping (log)")
         share = "" if spec == "none" else f", {100 * data['clip_share']:.1f}% of steps clipped (median)"
         axes[0].set_title(f"{plots.spec_label(spec)}{share}", fontsize=9)
-        held_out_curves(axes[1], group, target=self.target, baseline=self.baseline, live=data["live"])
+        held_out_curves(axes[1], group, target=self.target, baseline=self.baseline, live=data["live"], legend="inside")
         axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds", fontsize=9)
 
     def train_selected(self) -> list[Run]:
@@ -368,7 +403,7 @@ class RunSlider:
         steps = runs[0].config.get("steps") if runs else "?"
         self.status.value = (f"trained {label} now, {len(runs)} seeds x {steps} steps in {time.perf_counter() - started:.1f} s: "
                              f"solved {row.solved}, diverged {row.diverged}; "
-                             f"{html.escape(live_summary(runs, shipped, self.target))} Runs added (dashed; "
+                             f"{html.escape(live_summary(runs, shipped, self.target))} Runs added (test loss dashed; "
                              f"{len(self.live)} trained now).")
         self.view.update()
         return list(runs)
@@ -400,13 +435,13 @@ def contrast(ax_rnn: Any, ax_cifar: Any, rnn_runs: Sequence[Run], target: float,
     base = next(r for r in rows if r.spec == "none")
     rnn = {r.spec: (r.clip_share, r.solved, r.seeds) for r in rows if _method(r.spec) == "norm"}
     order = sorted(rnn, key=lambda s: rnn[s][0])
-    xs = [100 * rnn[s][0] for s in order]
-    ax_rnn.plot(xs, [rnn[s][1] for s in order], "o-", color=plots.color_for("norm"), label="norm clipping (label: c)")
-    for s, x in zip(order, xs):
-        ax_rnn.annotate(f"{clipper(s).threshold:g}", (x, rnn[s][1]), textcoords="offset points", xytext=(0, 7),
-                        ha="center", fontsize=8)
+    ax_rnn.plot([100 * rnn[s][0] for s in order], [rnn[s][1] for s in order], "o", color=plots.color_for("norm"),
+                markersize=7, label="norm clipping, one threshold c (labelled)")
+    for k, s in enumerate(order):  # alternate above and below: neighbours on a log axis can sit close
+        ax_rnn.annotate(f"c={clipper(s).threshold:g}", (100 * rnn[s][0], rnn[s][1]), textcoords="offset points",
+                        xytext=(0, 8 if k % 2 == 0 else -15), ha="center", fontsize=8)
     ax_rnn.axhline(base.solved, color=plots.color_for("none"), linestyle="--", label=f"no clipping: {base.solved} of {base.seeds}")
-    ax_rnn.set_ylim(-0.4, base.seeds + 0.9)
+    ax_rnn.set_ylim(-0.6, base.seeds + 0.9)
     ax_rnn.set_ylabel(f"seeds that solved the task (of {base.seeds})")
     mine = [r for r in cifar_rows if r.setting == setting]
     none = next(r for r in mine if r.method == "none")
@@ -416,20 +451,24 @@ def contrast(ax_rnn: Any, ax_cifar: Any, rnn_runs: Sequence[Run], target: float,
         m = pairs.get(r.threshold)
         cifar[r.threshold] = (r.clip_rate, r.val_mean, float(np.mean(m.matched)) if m else math.nan,
                               float(np.mean(m.lrs)) if m else math.nan, m.verdict() if m else "")
-    xs = [100 * v[0] for v in cifar.values()]
-    ax_cifar.plot(xs, [100 * v[1] for v in cifar.values()], "o-", color=plots.color_for("norm"), label="norm clipping (label: c)")
-    for c, x in zip(cifar, xs):
-        ax_cifar.annotate(f"{c:g}", (x, 100 * cifar[c][1]), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    ax_cifar.plot([100 * v[0] for v in cifar.values()], [100 * v[1] for v in cifar.values()], "o", markersize=7,
+                  color=plots.color_for("norm"), label="norm clipping, one threshold c (labelled)")
+    for c, v in cifar.items():  # labels to the left: the thresholds that clip ~all steps share one x
+        ax_cifar.annotate(f"c={c:g}", (100 * v[0], 100 * v[1]), textcoords="offset points", xytext=(-9, -3),
+                          ha="right", fontsize=8)
+    for v in cifar.values():
+        if math.isfinite(v[2]):
+            ax_cifar.plot([100 * v[0]] * 2, [100 * v[1], 100 * v[2]], color="#999999", linewidth=0.8)
     with_match = [(100 * v[0], 100 * v[2]) for v in cifar.values() if math.isfinite(v[2])]
     if with_match:
-        ax_cifar.plot(*zip(*with_match), "o", mfc="white", color=plots.color_for("none"),
-                      label="no clipping at the matched smaller lr")
+        ax_cifar.plot(*zip(*with_match), "o", mfc="white", markersize=7, color=plots.color_for("none"),
+                      label="no clipping at that c's matched smaller lr")
     ax_cifar.axhline(100 * none.val_mean, color=plots.color_for("none"), linestyle="--",
                      label=f"no clipping at the same lr: {100 * none.val_mean:.1f}%")
     ax_cifar.set_ylabel("validation accuracy (%, mean over seeds)")
     for ax in (ax_rnn, ax_cifar):
         ax.set_xscale("log")
-        ax.set_xlim(0.1, 150)
+        ax.set_xlim(0.05, 200)
         _log_ticks(ax, "x")
         ax.set_xlabel("steps clipped (%, log scale)")
         plots.legend_below(ax, ncol=1, fontsize=8)
@@ -442,16 +481,16 @@ def contrast_findings(points: Mapping[str, Any], *, rare: float = 0.2) -> list[s
     with the best validation accuracy, its clip rate, and how it compares with the unclipped run at
     its matched smaller learning rate.
 
-    >>> pts = {"rnn": {"norm:1.0": (0.02, 5, 5), "norm:0.1": (0.6, 4, 5)}, "rnn_none": 0,
+    >>> pts = {"rnn": {"norm:8.0": (0.001, 0, 5), "norm:1.0": (0.02, 5, 5), "norm:0.1": (0.6, 4, 5)}, "rnn_none": 0,
     ...        "cifar": {0.5: (0.99, 0.62, 0.61, 0.06, "like a smaller lr")}, "cifar_none": 0.14, "label": "CNN lr=0.2"}
     >>> print("\\n".join(contrast_findings(pts)))
-    Recurrent net: no clipping solved 0 of 5 seeds; the thresholds that clipped under 20% of the steps: c=1 (2.0% clipped, 5 of 5 solved).
+    Recurrent net: no clipping solved 0 of 5 seeds; the thresholds that clipped under 20% of the steps: c=1 (2.0% clipped, 5 of 5 solved); c=8 (0.1% clipped, 0 of 5 solved).
     CIFAR-10, CNN lr=0.2: no clipping reached 14.0% validation accuracy; the best threshold, c=0.5, clipped 99% of the steps and reached 62.0%; no clipping at the matched smaller lr 0.06 reached 61.0%: like a smaller lr.
     """
     rnn = points["rnn"]
     seeds = next(iter(rnn.values()))[2] if rnn else 0
     rare_ones = [f"c={clipper(s).threshold:g} ({100 * v[0]:.1f}% clipped, {v[1]} of {v[2]} solved)"
-                 for s, v in sorted(rnn.items(), key=lambda kv: kv[1][0]) if v[0] < rare]
+                 for s, v in sorted(rnn.items(), key=lambda kv: clipper(kv[0]).threshold) if v[0] < rare]
     out = [f"Recurrent net: no clipping solved {points['rnn_none']} of {seeds} seeds; the thresholds that clipped under "
            f"{100 * rare:.0f}% of the steps: " + ("; ".join(rare_ones) if rare_ones else "none") + "."]
     cifar = points["cifar"]
