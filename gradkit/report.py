@@ -363,13 +363,13 @@ def _slug(value: Any) -> str:
 
     A number, a bool or None is written as Python writes it (``-1``, ``0.001``, ``1e-05``); text made of
     letters, digits, ``.``, ``+`` and ``-`` that does not read as a number stays as it is; a list of numbers is
-    its items joined by ``_``. Anything else (text with other characters or that reads as a number, dicts,
+    its items joined by ``_`` (one item: followed by ``_``, so ``[1]`` is not ``1``). Anything else (text with other characters or that reads as a number, dicts,
     tuples, nested lists) is written with those characters as ``-`` and ``~`` plus six hex digits of a
     hash of its ``repr``, so that ``"0.1"`` (text) and ``0.1`` (a number), or ``[0.1, 1]`` and ``"0.1-1"``,
     get different names. ``~`` and ``_`` appear in no plain part, which keeps the three forms apart.
 
-    >>> _slug(-1), _slug(0.01), _slug("norm"), _slug([0.1, 1]), _slug("0.1")
-    ('-1', '0.01', 'norm', '0.1_1', '0.1~b48e06')
+    >>> _slug(-1), _slug(0.01), _slug("norm"), _slug([0.1, 1]), _slug([1]), _slug("0.1")
+    ('-1', '0.01', 'norm', '0.1_1', '1_', '0.1~b48e06')
     """
     if value is None or isinstance(value, bool):
         return repr(value)
@@ -380,7 +380,7 @@ def _slug(value: Any) -> str:
     if isinstance(value, str) and _PLAIN.fullmatch(value) and not _reads_as_number(value):
         return value
     if isinstance(value, list) and value and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
-        return "_".join(_slug(v) for v in value)
+        return "_".join(_slug(v) for v in value) + ("_" if len(value) == 1 else "")
     digest = hashlib.sha256(repr(value).encode()).hexdigest()[:6]
     return (re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-")[:40] or "value") + "~" + digest
 
