@@ -157,6 +157,28 @@ def check_choice(name: str, value: Any, accepted: Sequence[Any]) -> Any:
     return value
 
 
+def plain(value: Any) -> Any:
+    """``value`` with every number as a plain Python ``int`` or ``float`` (a NumPy or other scalar the
+    checks accept is converted), inside dicts, lists and tuples too, so it can be written as JSON
+    and hashed as the same number written plainly. Other values are returned as they are.
+
+    >>> import numpy as np
+    >>> plain({"lr": np.float64(0.5), "epochs": np.int64(2), "amp": False, "model_kw": {"depth": np.int32(8)}})
+    {'lr': 0.5, 'epochs': 2, 'amp': False, 'model_kw': {'depth': 8}}
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def describe(value: Any) -> str:
     """A short description of what was passed, for error messages: dtype and shape of a tensor or
     array, else the type's name.

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import executors
+from . import executors, runtime
 from .checks import check_choice, check_int, check_list, check_positive, check_seed, check_thresholds
 from .history import History
 
@@ -72,7 +72,7 @@ def grid_configs(model: str = "seed_cnn", model_kw: dict[str, Any] | None = None
     if data == "synthetic" and val is not None:
         raise ValueError("val is not accepted with data='synthetic' (the generated set has no validation split); "
                          "accepted: val=None, or data='cifar10'")
-    _check_device(device)
+    runtime.check_device(device)
     base: dict[str, Any] = {"model": model, "model_kw": model_kw or None, "optimizer": optimizer, "epochs": epochs,
                             "batch_size": batch_size, "max_steps": max_steps, "device": device}
     if data == "cifar10":
@@ -162,16 +162,3 @@ def _thresholds(thresholds: str | Sequence[float], methods: list[str]) -> dict[s
         return {m: ranges[thresholds] for m in methods}
     values = check_thresholds("thresholds", thresholds, also=f" or one of the named ranges: {', '.join(('default', *ranges))}")
     return {m: list(values) for m in methods}
-
-
-def _check_device(device: str) -> None:
-    """``device`` when torch can name it (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ...); whether this
-    machine has it is left to the workers, which may be other machines."""
-    import torch
-
-    if device == "auto":
-        return
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not a device; accepted values: 'auto', 'cpu', 'cuda', 'cuda:N'") from err

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from .checks import spec_label
+from .checks import plain, spec_label
 
 
 @dataclasses.dataclass
@@ -115,7 +115,7 @@ class History:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         nonfinite: dict[str, str] = {}
-        raw = _finite(dataclasses.asdict(self), "", nonfinite)
+        raw = _finite(plain(dataclasses.asdict(self)), "", nonfinite)
         if nonfinite:
             raw["nonfinite"] = nonfinite
         text = json.dumps(raw, allow_nan=False)

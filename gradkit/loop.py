@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import runtime
-from .checks import check_bool, check_choice, check_int, check_number, check_positive, check_seed, describe
+from .checks import check_bool, check_choice, check_int, check_number, check_positive, check_seed, describe, plain
 from .history import CONFIG_KEYS, History
 from .models import MODELS, check_model_kw
 from .models import build_model as build_by_name
@@ -77,8 +77,7 @@ class DeviceLoader:
             raise ValueError(f"x_uint8 must be a uint8 tensor (N, C, H, W), got {describe(x_uint8)}")
         if not isinstance(y, torch.Tensor) or y.shape != (x_uint8.shape[0],):
             raise ValueError(f"y must be a tensor of shape ({x_uint8.shape[0]},), got {describe(y)}")
-        check_int("batch_size", batch_size)
-        check_seed("seed", seed)
+        batch_size, seed = check_int("batch_size", batch_size), check_seed("seed", seed)
         train, channels_last = check_bool("train", train), check_bool("channels_last", channels_last)
         if augment is not None:
             check_bool("augment", augment)
@@ -187,7 +186,7 @@ def run_config(**settings: Any) -> dict[str, Any]:
     >>> cfg["model"], cfg["model_kw"], "data" in cfg
     ('Linear', {}, False)
     """
-    config = {k: settings[k] for k in CONFIG_KEYS}
+    config = {k: plain(settings[k]) for k in CONFIG_KEYS}  # a NumPy number would not save as JSON
     model, constraint = config["model"], config["constraint"]
     config["model"] = model if isinstance(model, str) else type(model).__name__
     config["model_kw"] = dict(config["model_kw"] or {})
@@ -237,6 +236,8 @@ def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentu
                    cuda: bool) -> torch.optim.Optimizer:
     """The torch optimizer named ``name`` (one of :data:`OPTIMIZERS`); fused Adam/AdamW on CUDA."""
     params = list(params)
+    # Plain floats: a NumPy learning rate would be recorded per step and not save as JSON.
+    lr, momentum, weight_decay = float(lr), float(momentum), float(weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from . import executors, runtime
-from .checks import check_bool, check_choice, check_int, check_seed, check_thresholds
+from .checks import check_bool, check_choice, check_int, check_seed, check_thresholds, plain
 from .clip import METHODS, clipper
 from .history import History
 from .loop import check_data, progress_bar
@@ -164,9 +164,11 @@ def _checked_runs(configs: list[dict[str, Any]], data: Any, identity: dict[str, 
     models: set[str] = set()
     for i, cfg in enumerate(configs):
         try:
-            run_id = _run_id(cfg, data, identity)
+            _check_keys(cfg)
             check_fit({**FIT_DEFAULTS, **{k: v for k, v in cfg.items() if k not in DATA_KEYS}, "progress": False})
+            runtime.check_device(cfg.get("device", "auto"))
             _check_data_settings(cfg, data)
+            run_id = _run_id(cfg, data, identity)
             key = json.dumps([cfg["model"], cfg.get("model_kw")], sort_keys=True, default=repr)
             if key not in models:
                 check_model(cfg["model"], cfg.get("model_kw"))
@@ -333,8 +335,8 @@ def _set_aside(path: Path, err: Exception) -> None:
                   "again", stacklevel=4)
 
 
-def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The config with every fit default filled in and the clip spec in canonical form."""
+def _check_keys(cfg: dict[str, Any]) -> None:
+    """A config's keys: fit's keywords and :data:`DATA_KEYS`, ``model`` a model name among them."""
     accepted = set(FIT_DEFAULTS) | {"model"} | set(DATA_KEYS)
     unknown = set(cfg) - accepted
     if unknown:
@@ -343,6 +345,13 @@ def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("every config needs 'model' (a name: 'seed_cnn', 'plain_cnn', 'resnet')")
     if not isinstance(cfg["model"], str):
         raise ValueError(f"config 'model' must be a model name so the run can be saved and resumed, got {cfg['model']!r}")
+
+
+def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config with every fit default filled in, numbers plain (``np.float64(0.1)`` hashes as 0.1)
+    and the clip spec in canonical form."""
+    _check_keys(cfg)
+    cfg = plain(cfg)
     full = {**RUN_DEFAULTS, **{k: v for k, v in cfg.items() if k in RUN_DEFAULTS or k in DATA_KEYS or k == "model"
                                or v != FIT_DEFAULTS[k]}}
     full["clip"] = clipper(full["clip"]).spec

@@ -73,6 +73,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def check_device(device: str | torch.device) -> str | torch.device:
+    """``device`` when torch can name it (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a
+    ``torch.device``); whether this machine has it is left to :func:`resolve_device` where the run
+    trains (a sweep's workers may be other machines).
+
+    >>> check_device("cuda:1")
+    'cuda:1'
+    """
+    if device == "auto" or isinstance(device, torch.device):
+        return device
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a device; accepted values: 'auto', 'cpu', 'cuda', 'cuda:N'") from err
+    return device
+
+
 def device_name(device: str | torch.device = "auto") -> str:
     """A human name for the device, e.g. ``"NVIDIA H100 80GB HBM3"`` or ``"CPU (2 threads)"``."""
     dev = resolve_device(device)

@@ -8,7 +8,7 @@ import pytest
 
 import gradkit
 from gradkit.checks import (CHANCE, SEED_MAX, check_bool, check_choice, check_int, check_list, check_number,
-                            check_positive, check_seed, check_thresholds, describe, spec_label)
+                            check_positive, check_seed, check_thresholds, describe, plain, spec_label)
 
 
 def test_checks_accept_and_return_good_values():
@@ -62,6 +62,12 @@ def test_checks_name_the_argument_and_the_accepted_values(call, words):
     with pytest.raises(ValueError) as err:
         call()
     assert str(err.value) == words
+
+
+def test_plain_gives_python_numbers_for_json():
+    out = plain({"a": np.int64(3), "b": [np.float32(0.5), True, None], "c": "x", "d": (np.int8(1),)})
+    assert out == {"a": 3, "b": [0.5, True, None], "c": "x", "d": [1]}
+    assert type(out["a"]) is int and type(out["b"][0]) is float and out["b"][1] is True
 
 
 def test_describe_and_spec_label():

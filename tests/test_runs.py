@@ -270,6 +270,9 @@ REFUSED = [
     ({"configs": [{}, {"clip": "norm:0"}]}, r"configs\[1\]: spec='norm:0'"),
     ({"configs": [{"clip": "norm:1"}, {"clip": 1.0}]}, "configs 0 and 1 are the same run"),
     ({"configs": [{"subset": "5"}]}, r"configs\[0\]: config 'subset' must be None or an int >= 1, got '5'"),
+    ({"configs": [{}, {"model_kw": [1]}]}, r"configs\[1\]: model_kw must be None or a dict"),
+    ({"configs": [{}, {"device": "gpu"}]}, r"configs\[1\]: device='gpu' is not a device"),
+    ({"configs": [{"model": "vgg"}]}, r"configs\[0\]: model='vgg' is not a model name"),
     ({"configs": [{"subset": 100}]}, r"config 'subset'=100 does not describe the data given \(subset 256\)"),
     ({"configs": [{"val": 10}]}, r"config 'val'=10 does not describe the data given \(val 0\)"),
     ({"configs": [{"data_seed": 3}]}, "config 'data_seed'=3 is not used with data="),
@@ -334,3 +337,15 @@ def test_the_frozen_run_defaults_are_still_fits_defaults():
 
     live = {k: p.default for k, p in inspect.signature(fit).parameters.items()}
     assert {k: live[k] for k in runs.RUN_DEFAULTS} == runs.RUN_DEFAULTS
+
+
+def test_numpy_numbers_name_the_same_run_and_save_as_json(tmp_path, data):
+    import numpy as np
+
+    cfg = {"model": "seed_cnn", "model_kw": {"width": 0.25}, "max_steps": 1, "batch_size": 64, "lr": 0.5}
+    as_numpy = {**cfg, "model_kw": {"width": np.float64(0.25)}, "max_steps": np.int64(1), "batch_size": np.int64(64),
+                "lr": np.float64(0.5), "seed": np.int64(0)}
+    assert runs._run_id(as_numpy, data) == runs._run_id(cfg, data)
+    [h] = sweep(configs=[as_numpy], data=data, results_dir=tmp_path, progress=False)  # saving raised TypeError
+    saved = History.load(tmp_path / f"run-{h.config['run_id']}.json").config
+    assert type(saved["lr"]) is float and type(saved["batch_size"]) is int and saved["model_kw"] == {"width": 0.25}

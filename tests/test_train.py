@@ -313,3 +313,13 @@ def test_evaluate_refuses_a_string_amp_and_wrong_arguments(data):
         evaluate(_linear(), loader, amp="no")
     with pytest.raises(ValueError, match="an nn.Module and a DeviceLoader"):
         evaluate(_linear(), (data.test_x, data.test_y))
+
+
+def test_numpy_numbers_train_and_save(tmp_path, data):
+    # Accepted by the checks, they reached torch (manual_seed refused np.int64) and json (np.float32).
+    import numpy as np
+
+    h = fit(data=data, **_small(lr=np.float32(0.05), epochs=np.int64(1), seed=np.int64(3), max_steps=np.int64(2),
+                                batch_size=np.int64(64), momentum=np.float64(0.5), model_kw={"width": np.float64(0.25)}))
+    back = History.load(h.save(tmp_path / "run.json"))
+    assert len(back.loss) == 2 and back.config["seed"] == 3 and type(back.config["lr"]) is float
