@@ -104,8 +104,8 @@ def check_number(name: str, value: Any, minimum: float | None = 0.0, below: floa
 
 
 def check_list(name: str, values: Any) -> list[Any]:
-    """``values`` as a list when it is a non-empty sequence (a list, tuple or range; not a string) that
-    names each value once.
+    """``values`` as a list when it is a non-empty sequence (a list, tuple, range or 1-d array; not a
+    string) that names each value once.
 
     >>> check_list("seeds", (0, 1))
     [0, 1]
@@ -114,7 +114,9 @@ def check_list(name: str, values: Any) -> list[Any]:
     ...
     ValueError: seeds lists 0 more than once; list each value once
     """
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+    if getattr(values, "ndim", None) == 1 and not isinstance(values, Sequence):  # a NumPy or torch vector
+        values = list(values)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
         raise ValueError(f"{name} must be a non-empty list, got {values!r}")
     repeated = sorted({repr(v) for v in values if list(values).count(v) > 1})
     if repeated:
@@ -129,7 +131,8 @@ def check_thresholds(name: str, values: Any, also: str = "") -> list[float]:
     >>> check_thresholds("thresholds", [1, 0.5])
     [1.0, 0.5]
     """
-    for value in check_list(name, values):
+    values = check_list(name, values)
+    for value in values:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be numbers > 0{also}; got {value!r}")
     return [float(v) for v in values]

@@ -22,6 +22,7 @@ def test_checks_accept_and_return_good_values():
     assert check_number("momentum", 0, below=1.0) == 0.0 and check_number("weight_decay", np.float32(0.5)) == 0.5
     assert check_number("mean", -3, minimum=None) == -3.0 and check_number("q", 1, maximum=1.0) == 1.0
     assert check_list("seeds", range(3)) == [0, 1, 2] and check_thresholds("t", (1, 0.5)) == [1.0, 0.5]
+    assert check_thresholds("t", np.array([0.1, 1.0])) == [0.1, 1.0] and check_list("s", np.arange(2)) == [0, 1]
     assert CHANCE == 0.1
 
 
@@ -53,6 +54,7 @@ def test_checks_accept_and_return_good_values():
     (lambda: check_list("seeds", "01"), "seeds must be a non-empty list, got '01'"),
     (lambda: check_list("seeds", 1), "seeds must be a non-empty list, got 1"),
     (lambda: check_list("seeds", [1, 2, 1]), "seeds lists 1 more than once; list each value once"),
+    (lambda: check_list("seeds", np.zeros(0)), "seeds must be a non-empty list, got []"),
     (lambda: check_thresholds("thresholds", 1.0), "thresholds must be a non-empty list, got 1.0"),
     (lambda: check_thresholds("thresholds", [1.0, "a"]), "thresholds must be numbers > 0; got 'a'"),
     (lambda: check_thresholds("thresholds", [float("nan")]), "thresholds must be numbers > 0; got nan"),
