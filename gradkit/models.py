@@ -77,11 +77,10 @@ def _initializer(init: str) -> Callable[[nn.Module], None] | None:
             nn.init.xavier_normal_(w)
     elif init.startswith("normal:"):
         try:
-            std = float(init.split(":", 1)[1])
-        except ValueError:
-            std = float("nan")
-        if not std > 0:
-            raise ValueError(f"init={init!r}: the std after 'normal:' must be a number > 0, e.g. 'normal:0.1'")
+            std = check_positive("std", float(init.split(":", 1)[1]))
+        except ValueError:  # not a number, or inf/nan/<= 0 (normal:inf drew infinite weights)
+            raise ValueError(f"init={init!r}: the std after 'normal:' must be a finite number > 0, "
+                             "e.g. 'normal:0.1'") from None
 
         def weight_init(w: torch.Tensor) -> None:
             nn.init.normal_(w, 0.0, std)

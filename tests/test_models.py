@@ -94,7 +94,7 @@ def test_plain_cnn_default_init_is_pytorchs() -> None:
     assert torch.equal(model.features[0].weight, reference.weight)
 
 
-@pytest.mark.parametrize("init", ["he", "normal:", "normal:abc", "normal:-0.1", "normal:0"])
+@pytest.mark.parametrize("init", ["he", "normal:", "normal:abc", "normal:-0.1", "normal:0", "normal:inf", "normal:nan"])
 def test_plain_cnn_rejects_unknown_inits_and_lists_the_accepted_ones(init: str) -> None:
     with pytest.raises(ValueError, match="init=") as err:
         PlainCNN(depth=4, width=2, init=init)
