@@ -131,7 +131,7 @@ def _mul_(tensors: list[Tensor], coef: Tensor) -> Optional[Tensor]:
             flags.append(_checked_mul_(group, factors))
             continue
         torch._foreach_mul_(group, factors if per_tensor else factors[0])
-        if device.type != "cpu" or coef.device.type != "cpu" or bool((coef == 0).any()):
+        if device.type != "cpu" or coef.device.type != "cpu" or (float(coef) == 0 if coef.ndim == 0 else bool((coef == 0).any())):
             flags.append(torch.stack(torch._foreach_norm(group, 2.0)).isnan().any())
     return torch.stack([f.to(coef.device) for f in flags]).any() if flags else None
 
@@ -204,10 +204,11 @@ def _norm_coef(norm: Tensor, max_norm: Threshold) -> Tensor:
     torch multiplies by min(1, c / (||g|| + 1e-6)) everywhere, which is also below 1 (by about
     1e-6 / c) when ||g|| is within 1e-6 of c: gradkit leaves such a gradient exactly as it is, so
     that a step counts as clipped only when its norm exceeded c. A nan norm gives a nan factor, as
-    in torch; an infinite one gives 0, whatever c (AutoClip's c is nan until it has seen a finite norm).
+    in torch; an infinite one gives 0, whatever c: a float c is finite (checked), so c / inf = 0,
+    while a tensor c may be nan (AutoClip's, until it has seen a finite norm).
     """
     coef = torch.where(norm <= max_norm, torch.ones_like(norm), max_norm / (norm + NORM_EPS))
-    return torch.where(torch.isinf(norm), torch.zeros_like(coef), coef)
+    return torch.where(torch.isinf(norm), torch.zeros_like(coef), coef) if isinstance(max_norm, Tensor) else coef
 
 
 def _scaled_norm(norm: Tensor, coef: Tensor) -> Tensor:
