@@ -343,6 +343,29 @@ def test_clip_grad_value_in_pieces_is_exact(monkeypatch, piece):
     assert float(result.norm_after) == pytest.approx(norm([w.grad for w in ws]), rel=1e-6)
 
 
+def test_clip_grad_value_in_threads_at_once():
+    """Each thread marks into its own buffer: two threads clipping at once count exactly."""
+    import threading
+
+    from gradkit import clip as gclip
+
+    def work(seed, out):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(15):
+            w = torch.zeros(3 * gclip._PIECE // 2)
+            w.grad = torch.randn(w.shape, generator=g)
+            expected = int((w.grad.abs() > 1.0).sum())
+            out.append(round(float(clip_grad_value(w, 1.0).clipped_fraction) * w.numel()) == expected)
+
+    results: list[bool] = []
+    threads = [threading.Thread(target=work, args=(seed, results)) for seed in (1, 2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert results == [True] * 30
+
+
 # --- per-tensor norm clipping and scaled value clipping: hand computations -------------------------
 
 
