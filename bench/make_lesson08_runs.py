@@ -64,8 +64,11 @@ def git_state(root: Path = ROOT) -> dict[str, Any]:
             "uncommitted": sorted(line[3:] for line in status.splitlines() if line.strip()) if status else []}
 
 
-def provenance(config: dict, seconds: float, wall: float) -> dict:
-    return {"device": runtime.device_name("cpu"), "torch": torch.__version__, "python": platform.python_version(),
+def provenance(config: dict, seconds: float, wall: float, jobs: int) -> dict:
+    """Where and how a file was made: ``device`` is the machine (its thread count is the main
+    process's); the runs themselves trained in ``workers`` processes of one torch thread each."""
+    return {"device": runtime.device_name("cpu"), "workers": jobs, "torch_threads_per_worker": 1,
+            "torch": torch.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             **git_state(), "config": config, "train_seconds": round(seconds, 1), "bench_wall_seconds": round(wall, 1),
             "load_average": [round(v, 1) for v in os.getloadavg()],
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = sum(s for _, s in done)
             if name == "exploding":
                 runs, seconds = free_runs + sorted(runs, key=lambda r: members.index((r.spec, r.config["seed"]))), seconds + free_seconds
-            prov = provenance(info[name], seconds, time.perf_counter() - started)
+            prov = provenance(info[name], seconds, time.perf_counter() - started, args.jobs)
             path = args.out / f"{name}.json"
             recurrent.save_runs(path, runs, prov, series=lambda r: kept_series(name, r))
             print(f"{path}: {len(runs)} runs, {prov['train_seconds']} s of training, {prov['bench_wall_seconds']} s since the start",

@@ -393,3 +393,28 @@ def test_the_shipped_lesson08_runs_name_the_commit_they_were_made_with():
         commit = prov.get("gradkit_commit")
         assert isinstance(commit, str) and len(commit) == 40 and int(commit, 16) >= 0, name
         assert isinstance(prov.get("uncommitted"), list), name
+
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_lesson08_runs", ROOT / "bench" / "make_lesson08_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bench_reads_its_thresholds_from_the_unclipped_runs_and_names_its_commit():
+    bench = _bench()
+    free = [Run({"clip": "none", "seed": s}, norm_before=list(np.linspace(0.01, 1.0, 100)),
+                max_abs=list(np.linspace(0.001, 0.1, 100))) for s in (0, 1)]
+    table, grid, pct = bench.exploding_specs(free)
+    assert pct == {"norm_p95": 0.95, "norm_p99": 0.99, "max_abs_p99": 0.099}
+    assert table == ["norm:0.95", "norm:0.99", "value:0.099", "tensor_norm:0.99"]
+    assert [s for s in grid if s.startswith("norm:")] == ["norm:0.25", "norm:0.49", "norm:2.0", "norm:4.0"]  # 2 digits
+    assert len(grid) == 3 * (len(rec.SLIDER_MULTIPLES) - 1) and not set(grid) & set(table)
+    assert bench.chunks(list(range(5)), 2) == [[0, 2, 4], [1, 3]] and bench.chunks([1], 3) == [[1]]
+    state = bench.git_state()
+    assert len(state["gradkit_commit"]) == 40 and all(not p.startswith((" ", "M ")) for p in state["uncommitted"])
+    assert bench.kept_series("exploding", free[0]) == ("loss", "norm_before", "max_abs")
+    assert bench.kept_series("exploding", Run({"clip": "norm:1.0"})) == ("norm_before",)

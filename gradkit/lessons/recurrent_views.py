@@ -235,8 +235,9 @@ def held_out_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Calla
     A run that diverged is drawn on to an ``x`` at its divergence step, placed at the divergence
     bound (``DIVERGE_FACTOR * baseline``; without ``baseline`` at its last test loss), so a run that
     diverged before its first evaluation still shows. ``live``: runs trained now, drawn dashed black.
-    ``legend``: ``"below"`` the axes, or ``"inside"`` (where matplotlib finds room: for figures
-    with fixed margins, such as a slider's, where a legend below would be cut off)."""
+    ``legend``: ``"below"`` the axes, ``"inside"`` (where matplotlib finds room), or ``"lines"``: no
+    legend box, the target and the divergence bound named on their lines (for a slider's figure,
+    whose fixed margins would cut a legend below off and whose curves a legend inside would cover)."""
     bound = DIVERGE_FACTOR * baseline if baseline is not None else None
     for i, run in enumerate(runs):
         text = label(run) if label else f"seed {run.config.get('seed')}"
@@ -263,8 +264,14 @@ def held_out_curves(ax: Any, runs: Sequence[Run], *, target: float, label: Calla
         plots.legend_below(ax, ncol=2, fontsize=8)
     elif legend == "inside":
         ax.legend(fontsize=8, loc="best", framealpha=0.85, ncol=2)
+    elif legend == "lines":
+        for line in ax.lines:
+            if line.get_label().startswith(("target", "diverged:")) and line.get_xydata().size:
+                y = line.get_xydata()[0, 1]
+                ax.annotate(line.get_label(), (0.01, y), xycoords=("axes fraction", "data"), textcoords="offset points",
+                            xytext=(0, 3), fontsize=8, color=line.get_color())
     else:
-        raise ValueError(f"legend={legend!r}: accepted values are 'below', 'inside'")
+        raise ValueError(f"legend={legend!r}: accepted values are 'below', 'inside', 'lines'")
     return ax
 
 
@@ -379,8 +386,10 @@ class RunSlider:
         axes[0].set_ylabel("||g|| before clipping (log)")
         share = "" if spec == "none" else f", {100 * data['clip_share']:.1f}% of steps clipped (median)"
         axes[0].set_title(f"{plots.spec_label(spec)}{share}", fontsize=9)
-        held_out_curves(axes[1], group, target=self.target, baseline=self.baseline, live=data["live"], legend="inside")
-        axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds", fontsize=9)
+        held_out_curves(axes[1], group, target=self.target, baseline=self.baseline, live=data["live"], legend="lines")
+        live = f"; dashed: {len(data['live'])} trained now" if data["live"] else ""
+        axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds (one colour per seed, as on the left{live})",
+                          fontsize=9)
 
     def train_selected(self) -> list[Run]:
         """Train the selected setting now for the shipped seeds of that setting; add the runs to
