@@ -497,7 +497,7 @@ def to_html(executed: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    from .lessons.slides import drop_cdn_loaders, offline_notebook
+    from .offline import drop_cdn_loaders, offline_notebook
 
     nb = nbformat.from_dict(offline_notebook(read_notebook(executed)))
     body, _ = HTMLExporter().from_notebook_node(nb)
