@@ -543,12 +543,15 @@ def _augment_fit(tr: dict[str, np.ndarray], va: dict[str, np.ndarray], noise: fl
     b = 100 * float((va["augment"] - va["none"]).mean())
     if a >= -100 * noise:
         return ""
-    split = (f"; augmentation fit the training set less: clean training accuracy {100 * tr['augment'].mean():.1f}% vs "
-             f"{100 * tr['none'].mean():.1f}% without it ({a:+.1f} points), validation {b:+.1f}, so {-a:.1f} of its "
+    def pct(v: np.ndarray) -> str:  # as the reason's "mean ± sd" numbers print it, so the two agree
+        return f"{_mean_sd(100 * v)[0]:.1f}%"
+
+    split = (f"; augmentation fit the training set less: clean training accuracy {pct(tr['augment'])} vs "
+             f"{pct(tr['none'])} without it ({a:+.1f} points), validation {b:+.1f}, so {-a:.1f} of its "
              f"{a - b:+.1f}-point gap change is fitting less")
     if -a > abs(b) or b < 0:
-        below = (f", and they are below the unaugmented runs on validation too ({100 * va['augment'].mean():.1f}% < "
-                 f"{100 * va['none'].mean():.1f}%)") if b < 0 else ""
+        below = (f", and they are below the unaugmented runs on validation too ({pct(va['augment'])} < "
+                 f"{pct(va['none'])})") if b < 0 else ""
         split += (f": the augmented runs underfit at this length{below}, so their smaller gap measures underfitting "
                   "as much as regularisation (train longer to judge augmentation)")
     return split
@@ -711,8 +714,8 @@ def verdict_more_iterations(curves: dict[str, Sequence[float]], steps_per_checkp
     evaluation noise is not taken for a trend. A run *ended below its best* when its final accuracy
     ``a_T`` is more than tol below the best of its earlier checkpoints, ``max_{t<T} a_t - a_T > tol``
     (a slow decline counts, not only a drop between neighbours), or when it became nan after a finite
-    checkpoint (diverged). A dip on the way that the run made up by the end is not counted against the
-    claim, only reported. A run *never learned* if its best accuracy is not ``margin`` + tol above
+    checkpoint (diverged). A dip on the way (more than tol below the running best) after which the run
+    ended within tol of its best is not counted against the claim, only reported. A run *never learned* if its best accuracy is not ``margin`` + tol above
     chance (10%): more iterations gave it nothing, which the verdict names, but a flat curve is not a
     fall. Some run ended below its best: does not hold. None did and none learned: inconclusive.
     Otherwise: holds only when training is stable (and the run learns at all, when some never did).
@@ -747,8 +750,9 @@ def verdict_more_iterations(curves: dict[str, Sequence[float]], steps_per_checkp
     counted = f"{len(curves)} runs, {n_points} checkpoints {steps_per_checkpoint} steps apart, tol {100 * tol:.1f} points"
     never_text = (f"; {len(never)} never left chance ({', '.join(never)}): more iterations gave them nothing"
                   if never else "")
-    dip_text = (f"; {len(dips)} dipped more than {100 * tol:.1f} points below an earlier best on the way and made "
-                f"it up by the end ({', '.join(dips)})" if dips else "")
+    dip_text = (f"; {len(dips)} dipped more than {100 * tol:.1f} points below an earlier best on the way and ended "
+                f"within {100 * tol:.1f} points of their best ({', '.join(dips)}): accuracy did not rise at every "
+                "checkpoint" if dips else "")
     rule = "rule: the final checkpoint against the best earlier one"
     if falls:
         worst = max(falls)[2]
