@@ -32,7 +32,7 @@ from torch.func import functional_call, stack_module_state
 
 from . import runtime
 from .checks import check_list
-from .clip import NORM_EPS, clipper
+from .clip import _as_left, _norm_coef, _scaled_norm, clipper
 from .history import History
 from .loop import (build_model, check_data, check_run, cross_entropy, evaluate_into, loaders, make_optimizer, new_histories,
                    progress_bar, run_config, run_epochs, train_epoch)
@@ -53,9 +53,10 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
 
     Every copy starts from the weights ``fit`` would build (``runtime.set_seed(seed)``, then the
     model) and sees the batches ``fit(seed=seed)`` would see. Per step and member n: the total
-    gradient norm ``||g_n||`` over all its parameters; ``"norm:c"``:
-    ``g_n <- g_n * min(1, c / (||g_n|| + 1e-6))``; ``"value:c"``: ``g_n <- clamp(g_n, -c, c)``;
-    ``"none"``: unchanged. The optimizer is a stock torch optimizer over the stacked tensors; sgd,
+    gradient norm ``||g_n||`` over all its parameters; ``"norm:c"``: ``g_n <- g_n * c / (||g_n|| + 1e-6)``
+    when ``||g_n|| > c``; ``"value:c"``: ``g_n <- clamp(g_n, -c, c)``; ``"none"``: unchanged. The
+    rules, the records and the treatment of non-finite gradients are those of :mod:`gradkit.clip`
+    (see :class:`_StackedClip`). The optimizer is a stock torch optimizer over the stacked tensors; sgd,
     adam, adamw and rmsprop are element-wise (their state and update of one element depend only
     on that element), so this equals N separate optimizers. A member whose loss becomes NaN/inf
     is marked diverged at that step exactly as in ``fit``; it keeps computing in its own slice
@@ -130,10 +131,20 @@ def fit_stacked(model: nn.Module | str, data: Any, clips: list, epochs: int = 1,
 
 
 class _StackedClip:
-    """Per-member clipping of stacked gradients ``(N, *shape)``: norm, value or none per member.
+    """Per-member clipping of stacked gradients ``(N, *shape)``: norm, value or none per member,
+    by the rules of :func:`gradkit.clip.clip_grad_norm` and :func:`gradkit.clip.clip_grad_value`.
 
-    Each member gets both a norm bound (``c`` for norm members, +inf otherwise) and a value bound
-    (``c`` for value members, +inf otherwise); +inf is a no-op, so one pass serves every member.
+    Value members: ``g <- clamp(g, -c, c)``, clipped when some ``|g_i| > c`` (an element equal to
+    +-c is not cut). Norm members: ``g <- g * coef``, coef = 1 where ``||g|| <= c`` (a norm equal to
+    c is not cut), ``c / (||g|| + 1e-6)`` above, 0 where ``||g||`` is inf, nan where it is nan;
+    clipped when coef < 1. The norm after is ``coef * ||g||``, except 0 for a finite gradient whose
+    norm overflowed (zeroed) and nan where an inf or nan element left nan. Every member goes through
+    both passes (bound +inf and coef 1 for the others), so that no branch reads the device.
+
+    >>> clip = _StackedClip([clipper("none"), clipper("norm:5"), clipper("value:3")], torch.device("cpu"))
+    >>> g = torch.tensor([[3.0, -4.0]]).repeat(3, 1)  # norm 5, largest element 4
+    >>> [r.tolist() for r in clip([g])], g.tolist()
+    ([[5.0, 5.0, 5.0], [5.0, 5.0, 4.242640495300293], [False, False, True]], [[3.0, -4.0], [3.0, -4.0], [3.0, -3.0]])
     """
 
     def __init__(self, clip_fns: list, device: torch.device) -> None:
@@ -142,6 +153,7 @@ class _StackedClip:
             return torch.tensor(values, dtype=torch.float32, device=device)
 
         self.max_norm, self.max_value = bounds("norm"), bounds("value")
+        self.is_norm = torch.tensor([fn.method == "norm" for fn in clip_fns], device=device)
         self.any_value = any(fn.method == "value" for fn in clip_fns)
 
     def __call__(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,11 +169,23 @@ class _StackedClip:
             mid = _member_norms(grads)
         else:
             mid = before
-        # Always multiplied (coefficient 1 for non-norm members) so that no branch reads the device.
-        coef = torch.clamp(self.max_norm / (mid + NORM_EPS), max=1.0)
+        # Only norm members take the norm factor: for the others an inf norm would give 0, a nan one nan.
+        coef = torch.where(self.is_norm, _norm_coef(mid, self.max_norm), torch.ones_like(mid))
         torch._foreach_mul_(grads, [_per_member(coef, g) for g in grads])
         clipped |= coef < 1
-        return before, mid * coef, clipped
+        return before, _as_left(_scaled_norm(mid, coef), _left_nan(grads, mid)), clipped
+
+
+def _left_nan(grads: list[torch.Tensor], norms: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: does member n's gradient, as left, hold a nan (inf * 0, nan * c)?
+
+    Only a member whose norm ``norms[n]`` was not finite can; on the CPU reading the norms waits
+    for nothing, so the gradients are read again only then. On a GPU they are read every step (a
+    branch would wait for the device): one more norm pass over the stacked gradients.
+    """
+    if norms.device.type == "cpu" and bool(torch.isfinite(norms).all()):
+        return torch.zeros_like(norms, dtype=torch.bool)
+    return torch.isnan(_member_norms(grads))
 
 
 def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

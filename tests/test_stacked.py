@@ -100,3 +100,71 @@ def test_bad_input_raises(data, kwargs, words):
     with pytest.raises(ValueError) as err:
         fit_stacked(data=data, **kw)
     assert all(w in str(err.value) for w in words)
+
+
+# Each member's clipping against gradkit.clip on the same gradients. "norm:5.0" and "value:4.0" sit
+# exactly at the threshold of the "at_c" gradient (norm 5, largest element 4): nothing is cut.
+RULE_SPECS = ["none", "norm:1.0", "norm:5.0", "value:0.5", "value:4.0"]
+SHAPES = [(4, 3, 3, 3), (4,), (10, 7)]
+
+
+def _member_grads(case):
+    g = torch.Generator().manual_seed(1)
+    grads = [torch.randn(s, generator=g) for s in SHAPES]
+    if case == "overflow":  # every element finite, the total norm 4.2e38 is not a float32
+        grads[0][0, 0, 0, 0], grads[2][0, 0] = 3e38, -3e38
+    elif case == "inf":
+        grads[1][2] = math.inf
+    elif case == "nan":
+        grads[2][3, 4] = math.nan
+    elif case == "at_c":
+        grads = [torch.zeros(s) for s in SHAPES]
+        grads[2][0, :2] = torch.tensor([3.0, -4.0])
+    return grads
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.parametrize("case", ["ordinary", "overflow", "inf", "nan", "at_c"])
+def test_stacked_clip_follows_gradkit_clip_per_member(case, device):
+    raw = [t.to(device) for t in _member_grads(case)]
+    stacks = [t.expand(len(RULE_SPECS), *t.shape).clone() for t in raw]
+    before, after, clipped = _StackedClip([clipper(s) for s in RULE_SPECS], torch.device(device))(stacks)
+    for n, spec in enumerate(RULE_SPECS):
+        ref = [torch.nn.Parameter(torch.zeros_like(t)) for t in raw]
+        for p, t in zip(ref, raw):
+            p.grad = t.clone()
+        res = clipper(spec)(ref)
+        where = (case, spec)
+        torch.testing.assert_close(before[n], res.norm_before, rtol=1e-6, atol=0, equal_nan=True, msg=lambda m: f"{where} before: {m}")
+        torch.testing.assert_close(after[n], res.norm_after, rtol=1e-6, atol=0, equal_nan=True, msg=lambda m: f"{where} after: {m}")
+        assert bool(clipped[n]) == bool(res.clipped), where
+        for p, t in zip(ref, stacks):
+            torch.testing.assert_close(t[n], p.grad, rtol=1e-6, atol=1e-7, equal_nan=True, msg=lambda m: f"{where} gradient: {m}")
+    records = dict(zip(RULE_SPECS, zip(before.tolist(), after.tolist(), clipped.tolist())))
+    if case == "overflow":  # zeroed, as torch's clip_grad_norm_ does, and reported 0, not inf * 0 = nan
+        assert records["norm:1.0"] == (math.inf, 0.0, True) and records["none"] == (math.inf, math.inf, False)
+        assert all(float(t[1].abs().max()) == 0.0 for t in stacks)
+    if case == "inf":  # inf * 0 leaves nan there: reported nan, clipped
+        assert records["norm:1.0"][0] == math.inf and math.isnan(records["norm:1.0"][1]) and records["norm:1.0"][2]
+        assert records["none"] == (math.inf, math.inf, False) and records["value:0.5"][2]
+    if case == "nan":  # a nan norm gives nan everywhere and counts as not clipped; the others keep one nan
+        assert math.isnan(records["norm:1.0"][1]) and not records["norm:1.0"][2]
+        assert [int(t[3].isnan().sum()) for t in stacks] == [0, 0, 1] and records["value:0.5"][2]
+    if case == "at_c":
+        assert records["norm:5.0"] == (5.0, 5.0, False) and records["value:4.0"] == (5.0, 5.0, False)
+        assert torch.equal(stacks[2][2], raw[2]) and torch.equal(stacks[2][4], raw[2])
+        assert records["norm:1.0"][2] and records["value:0.5"][2]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_stacked_clip_does_not_wait_for_the_gpu():
+    clip = _StackedClip([clipper(s) for s in RULE_SPECS], torch.device("cuda"))
+    stacks = [t.cuda().expand(len(RULE_SPECS), *t.shape).clone() for t in _member_grads("inf")]
+    clip(stacks)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            clip(stacks)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
