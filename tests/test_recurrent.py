@@ -354,10 +354,11 @@ def test_table_findings_follow_the_counts():
             rec.SeedRow("tensor_norm:1.7", 5, 1, 2, 0.004, 0.006, 0.2)]
     none, rare, value, often, tensor = rec.table_findings(rows)
     assert none == "Without clipping 3 of 5 seeds diverged and 1 more failed: 4 of 5 did not solve the task (a majority)."
-    assert rare.endswith(": rare clipping, and every seed solved.")
+    assert rare.endswith(": rare clipping (under 20% of the steps in every seed), and every seed solved.")
     # 4 of 5 is not "saved the runs": the sentence says how many more than without clipping, and not all
     assert "solved 4 of 5 seeds (0 diverged, 1 failed without diverging)" in value
-    assert value.endswith("rare clipping, 3 more seeds solved than without clipping, not all.") and "saved" not in value
+    assert value.endswith("rare clipping (under 20% of the steps in every seed), 3 more seeds solved than without clipping, "
+                          "not all.") and "saved" not in value
     assert "clipping 20% of the steps or more in some seed, and every seed solved (acting on that many steps" in often
     assert tensor.endswith("and no more seeds solved than without clipping.")
 

@@ -680,9 +680,9 @@ def table_findings(rows: Sequence[SeedRow], *, rare: float = 0.2) -> list[str]:
     >>> rows = [SeedRow("none", 5, 0, 5, math.nan, math.nan, math.inf), SeedRow("norm:1.0", 5, 5, 0, 0.04, 0.06, 0.01),
     ...         SeedRow("value:0.5", 5, 4, 0, 0.01, 0.02, 0.02)]
     >>> print("\\n".join(table_findings(rows)))
-    Without clipping 5 of 5 seeds diverged and 0 more failed: 5 of 5 did not solve the task (a majority).
-    norm clipping, c=1 solved 5 of 5 seeds (0 diverged), clipping 4.0% of the steps (median; at most 6.0%): rare clipping, and every seed solved.
-    value clipping, c=0.5 solved 4 of 5 seeds (0 diverged, 1 failed without diverging), clipping 1.0% of the steps (median; at most 2.0%): rare clipping, 4 more seeds solved than without clipping, not all.
+    Without clipping 5 of 5 seeds diverged and 0 more failed: 5 of 5 did not solve the task (all of them).
+    norm clipping, c=1 solved 5 of 5 seeds (0 diverged), clipping 4.0% of the steps (median; at most 6.0%): rare clipping (under 20% of the steps in every seed), and every seed solved.
+    value clipping, c=0.5 solved 4 of 5 seeds (0 diverged, 1 failed without diverging), clipping 1.0% of the steps (median; at most 2.0%): rare clipping (under 20% of the steps in every seed), 4 more seeds solved than without clipping, not all.
     """
     from gradkit.plots import spec_label
 
@@ -690,7 +690,7 @@ def table_findings(rows: Sequence[SeedRow], *, rare: float = 0.2) -> list[str]:
     out = []
     for r in rows:
         if r.spec == "none":
-            share = "a majority" if 2 * r.failed > r.seeds else "not a majority"
+            share = "all of them" if r.failed == r.seeds else "a majority" if 2 * r.failed > r.seeds else "not a majority"
             out.append(f"Without clipping {r.diverged} of {r.seeds} seeds diverged and {r.failed - r.diverged} more "
                        f"failed: {r.failed} of {r.seeds} did not solve the task ({share}).")
             continue
@@ -698,7 +698,8 @@ def table_findings(rows: Sequence[SeedRow], *, rare: float = 0.2) -> list[str]:
         ends = f"{r.diverged} diverged" + (f", {quiet} failed without diverging" if quiet else "")
         text = (f"{spec_label(r.spec)} solved {r.solved} of {r.seeds} seeds ({ends}), clipping "
                 f"{100 * r.clip_share:.1f}% of the steps (median; at most {100 * r.max_clip_share:.1f}%)")
-        how = "rare clipping" if r.max_clip_share < rare else f"clipping {100 * rare:.0f}% of the steps or more in some seed"
+        how = (f"rare clipping (under {100 * rare:.0f}% of the steps in every seed)" if r.max_clip_share < rare
+               else f"clipping {100 * rare:.0f}% of the steps or more in some seed")
         gained = r.solved - base.solved if base is not None else None
         if r.solved == r.seeds:
             verdict = f"{how}, and every seed solved"

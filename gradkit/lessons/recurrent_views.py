@@ -309,7 +309,7 @@ class RunSlider:
     """A slider over shipped runs with a button that trains the selected setting now.
 
     Pick a clipping method and a threshold; the view shows every seed's gradient norms (left) and
-    test loss (right) for the stored setting of that method nearest to that threshold (on a log
+    test loss (right), one colour per seed in both, for the stored setting of that method nearest to that threshold (on a log
     scale); the slider stops at the stored thresholds. "Train this setting" trains that setting for
     the shipped seeds with ``trainer(spec, seeds) -> list[Run]`` (a few seconds on a CPU for these
     small nets), adds the runs to :attr:`live` and draws their test losses dashed over the shipped ones; the
@@ -384,12 +384,11 @@ class RunSlider:
         axes[0].set_yscale("log")
         axes[0].set_xlabel("step")
         axes[0].set_ylabel("||g|| before clipping (log)")
-        share = "" if spec == "none" else f", {100 * data['clip_share']:.1f}% of steps clipped (median)"
+        share = "" if spec == "none" else f": {100 * data['clip_share']:.1f}% of steps clipped"
         axes[0].set_title(f"{plots.spec_label(spec)}{share}", fontsize=9)
         held_out_curves(axes[1], group, target=self.target, baseline=self.baseline, live=data["live"], legend="lines")
-        live = f"; dashed: {len(data['live'])} trained now" if data["live"] else ""
-        axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds (one colour per seed, as on the left{live})",
-                          fontsize=9)
+        live = f" (dashed: {len(data['live'])} trained now)" if data["live"] else ""
+        axes[1].set_title(f"solved {data['solved']} of {data['seeds']} seeds{live}", fontsize=9)
 
     def train_selected(self) -> list[Run]:
         """Train the selected setting now for the shipped seeds of that setting; add the runs to
