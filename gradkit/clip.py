@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from gradkit.checks import METHOD_NAMES, check_number, check_positive, spec_label  # noqa: F401  (METHOD_NAMES: legend text)
-from gradkit.foreach import DeviceBuffer, groups, tensor_norms
+from gradkit.foreach import NORM_EPS, DeviceBuffer, groups, norm_as_left, norm_factor, scaled_norm, tensor_norms  # noqa: F401  (NORM_EPS: public here too)
 
 Params = Union[nn.Module, Tensor, Iterable[Tensor], Iterable[tuple[str, Tensor]]]
 Threshold = Union[float, Tensor]
@@ -46,7 +46,6 @@ METHODS = ("none", "value", "norm", "norm_inf", "tensor_norm", "scaled_value", "
 SPECS = ("none", "value:<c>", "norm:<c>", "norm_inf:<c>", "tensor_norm:<c>", "scaled_value:<c>", "agc:<lambda>", "auto:<percentile>")
 
 # torch.nn.utils.clip_grad_norm_ divides by (norm + 1e-6); the same constant keeps results equal.
-NORM_EPS = 1e-6
 # The NFNets reference code divides by max(||G_i||, 1e-6).
 AGC_GRAD_EPS = 1e-6
 # torch's fused check-and-multiply (the kernel GradScaler unscales with) takes its factor as float32,
@@ -198,41 +197,11 @@ def grad_norm(params: Params, norm_type: float = 2.0) -> Tensor:
     return _total(grads, p)
 
 
-def _norm_coef(norm: Tensor, max_norm: Threshold) -> Tensor:
-    """The factor of norm clipping: 1 where ||g|| <= c (nothing is cut), else c / (||g|| + 1e-6).
-
-    torch multiplies by min(1, c / (||g|| + 1e-6)) everywhere, which is also below 1 (by about
-    1e-6 / c) when ||g|| is within 1e-6 of c: gradkit leaves such a gradient exactly as it is, so
-    that a step counts as clipped only when its norm exceeded c. A nan norm gives a nan factor, as
-    in torch; an infinite one gives 0, whatever c: a float c is finite (checked), so c / inf = 0,
-    while a tensor c may be nan (AutoClip's, until it has seen a finite norm).
-    """
-    coef = torch.where(norm <= max_norm, torch.ones_like(norm), max_norm / (norm + NORM_EPS))
-    return torch.where(torch.isinf(norm), torch.zeros_like(coef), coef) if isinstance(max_norm, Tensor) else coef
-
-
-def _scaled_norm(norm: Tensor, coef: Tensor) -> Tensor:
-    """||coef * g|| = coef * ||g|| for a finite gradient (norms are homogeneous: no second pass).
-
-    A finite gradient whose norm overflowed to inf is scaled by 0 (as torch does): its norm after
-    is 0, not inf * 0 = nan. A gradient that held an inf or nan is not finite: see :func:`_as_left`.
-    """
-    return torch.where(torch.isinf(norm) & (coef == 0), torch.zeros_like(norm), norm * coef)
-
-
-def _as_left(norm_after: Tensor, nonfinite: Optional[Tensor]) -> Tensor:
-    """``norm_after``, or nan where a factor of 0 met an inf (``nonfinite``, from :func:`_mul_`;
-    None: it did not): inf * 0 left nan in the gradient, so its norm is nan."""
-    if nonfinite is None:
-        return norm_after
-    return torch.where(nonfinite.to(norm_after.device), torch.full_like(norm_after, math.nan), norm_after)
-
-
 def _scale_to_norm(grads: list[Tensor], total: Tensor, max_norm: Threshold) -> ClipResult:
-    """g <- g * coef (see :func:`_norm_coef`), always multiplied so that no branch reads the GPU."""
-    coef = _norm_coef(total, max_norm)
+    """g <- g * coef (see :func:`norm_factor`), always multiplied so that no branch reads the GPU."""
+    coef = norm_factor(total, max_norm)
     nonfinite = _mul_(grads, coef)
-    return _result(total, _as_left(_scaled_norm(total, coef), nonfinite), max_norm, coef < 1)
+    return _result(total, norm_as_left(scaled_norm(total, coef), nonfinite), max_norm, coef < 1)
 
 
 @torch.no_grad()
@@ -293,10 +262,10 @@ def clip_grad_norm_per_tensor(params: Params, max_norm: Threshold, norm_type: fl
     p = _check_norm_type(norm_type)
     grads = _grads(params)
     norms = tensor_norms(grads, p, _device(grads))
-    coefs = _norm_coef(norms, c)
+    coefs = norm_factor(norms, c)
     nonfinite = _mul_(grads, coefs)
     before = torch.linalg.vector_norm(norms, p)
-    after = _as_left(torch.linalg.vector_norm(_scaled_norm(norms, coefs), p), nonfinite)
+    after = norm_as_left(torch.linalg.vector_norm(scaled_norm(norms, coefs), p), nonfinite)
     fraction = (coefs < 1).float().mean() if grads else torch.zeros_like(before)
     return _result(before, after, c, fraction)
 
@@ -484,7 +453,7 @@ def _tensor_norm_after(g: Tensor, g_units: Tensor, coef: Tensor) -> Tensor:
     inf times 0): then g is measured. On the CPU reading a value waits for nothing, so only such a
     tensor is measured; on a GPU every tensor is, as a branch would wait for the GPU."""
     if g.device.type == "cpu" and not bool(torch.isinf(g_units).any()):
-        return torch.linalg.vector_norm(_scaled_norm(g_units, coef))
+        return torch.linalg.vector_norm(scaled_norm(g_units, coef))
     return torch.linalg.vector_norm(g)
 
 

@@ -1,4 +1,5 @@
-"""Lists of tensors handled as torch's foreach kernels want them, shared by clip and monitor.
+"""Lists of tensors handled as torch's foreach kernels want them, and the arithmetic of norm clipping,
+shared by clip, monitor and stacked.
 
 Grouping by (device, dtype) so that each group is one foreach launch, the norm of each tensor in
 one call, and a buffer that appends rows on the device without waiting for it.
@@ -9,7 +10,8 @@ tensor([5., 1.])
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -90,3 +92,39 @@ def tensor_norms(tensors: list[Tensor], norm_type: float, device: torch.device) 
         for i, n in zip(idx, torch._foreach_norm(group, norm_type)):
             norms[i] = n.to(device)
     return torch.stack(norms)  # type: ignore[arg-type]
+
+
+Threshold = Union[float, Tensor]
+
+# The 1e-6 that torch.nn.utils.clip_grad_norm_ adds to the norm, so that the same bits are written.
+NORM_EPS = 1e-6
+
+
+def norm_factor(norm: Tensor, max_norm: Threshold) -> Tensor:
+    """The factor of norm clipping: 1 where ||g|| <= c (nothing is cut), else c / (||g|| + 1e-6).
+
+    torch multiplies by min(1, c / (||g|| + 1e-6)) everywhere, which is also below 1 (by about
+    1e-6 / c) when ||g|| is within 1e-6 of c: gradkit leaves such a gradient exactly as it is, so
+    that a step counts as clipped only when its norm exceeded c. A nan norm gives a nan factor, as
+    in torch; an infinite one gives 0, whatever c: a float c is finite (checked), so c / inf = 0,
+    while a tensor c may be nan (AutoClip's, until it has seen a finite norm).
+    """
+    coef = torch.where(norm <= max_norm, torch.ones_like(norm), max_norm / (norm + NORM_EPS))
+    return torch.where(torch.isinf(norm), torch.zeros_like(coef), coef) if isinstance(max_norm, Tensor) else coef
+
+
+def scaled_norm(norm: Tensor, coef: Tensor) -> Tensor:
+    """||coef * g|| = coef * ||g|| for a finite gradient (norms are homogeneous: no second pass).
+
+    A finite gradient whose norm overflowed to inf is scaled by 0 (as torch does): its norm after
+    is 0, not inf * 0 = nan. A gradient that held an inf or nan is not finite: see :func:`norm_as_left`.
+    """
+    return torch.where(torch.isinf(norm) & (coef == 0), torch.zeros_like(norm), norm * coef)
+
+
+def norm_as_left(norm_after: Tensor, nonfinite: Optional[Tensor]) -> Tensor:
+    """``norm_after``, or nan where a factor of 0 met an inf (``nonfinite``, from ``gradkit.clip``'s multiplication;
+    None: it did not): inf * 0 left nan in the gradient, so its norm is nan."""
+    if nonfinite is None:
+        return norm_after
+    return torch.where(nonfinite.to(norm_after.device), torch.full_like(norm_after, math.nan), norm_after)

@@ -32,7 +32,8 @@ from torch.func import functional_call, stack_module_state
 
 from . import runtime
 from .checks import check_list
-from .clip import _as_left, _norm_coef, _scaled_norm, clipper
+from .clip import clipper
+from .foreach import norm_as_left, norm_factor, scaled_norm
 from .history import History
 from .loop import (build_model, check_data, check_run, cross_entropy, evaluate_into, loaders, make_optimizer, new_histories,
                    progress_bar, run_config, run_epochs, train_epoch)
@@ -170,10 +171,10 @@ class _StackedClip:
         else:
             mid = before
         # Only norm members take the norm factor: for the others an inf norm would give 0, a nan one nan.
-        coef = torch.where(self.is_norm, _norm_coef(mid, self.max_norm), torch.ones_like(mid))
+        coef = torch.where(self.is_norm, norm_factor(mid, self.max_norm), torch.ones_like(mid))
         torch._foreach_mul_(grads, [_per_member(coef, g) for g in grads])
         clipped |= coef < 1
-        return before, _as_left(_scaled_norm(mid, coef), _left_nan(grads, mid)), clipped
+        return before, norm_as_left(scaled_norm(mid, coef), _left_nan(grads, mid)), clipped
 
 
 def _left_nan(grads: list[torch.Tensor], norms: torch.Tensor) -> torch.Tensor:
