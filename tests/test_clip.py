@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -364,6 +368,209 @@ def test_clip_grad_value_in_threads_at_once():
     for th in threads:
         th.join()
     assert results == [True] * 30
+
+
+# --- value clipping's fused CPU kernel (gradkit.fused, numba) against the torch path ---------------
+
+needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="needs numba (pip install gradkit[fast])")
+BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+BLOCK = 4096  # gradkit.fused._BLOCK: sums of squares are blocked by this many elements
+
+
+def value_grads(dtype: torch.dtype, seed: int, c: float) -> list[torch.Tensor]:
+    """Gradients of many shapes and layouts in ``dtype``, around block and piece boundaries, with
+    nan, +-inf, +-c, the neighbours of +-c and -0.0 among normal values."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(), (0,), (1,), (7,), (BLOCK - 1,), (BLOCK,), (BLOCK + 1,), (3 * BLOCK + 5,), (3, 5, 7), (300, 201)]
+    out = [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in shapes]
+    out.append(torch.randn(8, 3, 5, 5, generator=g).to(dtype).contiguous(memory_format=torch.channels_last))
+    out.append(torch.randn(2, 3, 4, 5, 6, generator=g).to(dtype).contiguous(memory_format=torch.channels_last_3d))
+    out.append(torch.randn(9, 6, generator=g).to(dtype).t())
+    out.append(torch.randn(40, 30, generator=g).to(dtype)[:, ::3])
+    cc = torch.tensor(c, dtype=dtype)
+    edges = torch.stack([cc, -cc, torch.nextafter(cc, cc + 1), -torch.nextafter(cc, cc + 1), torch.nextafter(cc, cc * 0),
+                         torch.tensor(-0.0, dtype=dtype), torch.tensor(math.inf, dtype=dtype), torch.tensor(-math.inf, dtype=dtype),
+                         torch.tensor(math.nan, dtype=dtype)])
+    for t in out[7:12]:  # the edges at the first, the last and random places of the larger dense tensors
+        flat_view = t.as_strided((t.numel(),), (1,))
+        places = torch.cat([torch.tensor([0, t.numel() - 1]), torch.randint(0, t.numel(), (12,), generator=g)])
+        flat_view[places] = edges[torch.arange(len(places)) % len(edges)]
+    return out
+
+
+def strided_copy(t: torch.Tensor) -> torch.Tensor:
+    """A copy with the same strides, gaps included (clone() makes a gapped view contiguous)."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype).copy_(t)
+
+
+def clip_values_with(monkeypatch, numba_flag: str, tensors: list[torch.Tensor], c: float):
+    """clip_grad_value on copies of ``tensors`` (strides kept) with $GRADKIT_NUMBA = ``numba_flag``."""
+    monkeypatch.setenv("GRADKIT_NUMBA", numba_flag)
+    params = []
+    for t in tensors:
+        params.append(torch.zeros_like(t))
+        params[-1].grad = strided_copy(t)
+    return clip_grad_value(params, c), [p.grad for p in params]
+
+
+def exact_norm(tensors: list[torch.Tensor]) -> float:
+    """sqrt(sum g_i^2) with one rounding per square (math.fsum): a reference for both paths."""
+    squares = [np.square(t.detach().double().reshape(-1).numpy()) for t in tensors]
+    return math.sqrt(math.fsum(float(x) for sq in squares for x in sq))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_and_torch_paths_write_the_same_bits_and_count_the_same(monkeypatch, dtype, seed):
+    """The kernel clamps exactly as torch.clamp (nan kept, +-inf to +-c, +-c and -0.0 kept), counts
+    |g_i| > c exactly, and its float64 sums are closer to the exact norm than torch's float32 norm."""
+    from gradkit import fused
+
+    c = 0.75
+    monkeypatch.setenv("GRADKIT_NUMBA", "1")
+    assert fused.enabled()  # else this compares the torch path with itself
+    tensors = value_grads(dtype, seed, c)
+    fast, fast_grads = clip_values_with(monkeypatch, "1", tensors, c)
+    slow, slow_grads = clip_values_with(monkeypatch, "0", tensors, c)
+    theirs = [torch.nn.Parameter(torch.zeros_like(t)) for t in tensors]
+    for p, t in zip(theirs, tensors):
+        p.grad = strided_copy(t)
+    torch.nn.utils.clip_grad_value_(theirs, c)
+    for a, b, p, t in zip(fast_grads, slow_grads, theirs, tensors):
+        assert a.stride() == b.stride() == p.grad.stride() == t.stride()
+        assert torch.equal(a.view(BITS[dtype.itemsize]), b.view(BITS[dtype.itemsize]))
+        assert torch.equal(a.view(BITS[dtype.itemsize]), p.grad.view(BITS[dtype.itemsize]))
+    outside = sum(int((t.abs() > torch.tensor(c, dtype=dtype)).sum()) for t in tensors)
+    n = sum(t.numel() for t in tensors)
+    assert float(fast.clipped_fraction) == float(slow.clipped_fraction) == pytest.approx(outside / n, rel=torch.finfo(dtype).eps)
+    assert fast.norm_before.dtype == slow.norm_before.dtype == dtype
+    assert math.isnan(float(fast.norm_before)) and math.isnan(float(slow.norm_before))  # a nan element in each
+    assert math.isnan(float(fast.norm_after)) and math.isnan(float(slow.norm_after))
+    # without nan and inf the norms are finite: the kernel's against the exact ones
+    finite = [strided_copy(t).nan_to_num_(nan=0.0, posinf=2.0, neginf=-2.0) for t in tensors]
+    fast, fast_grads = clip_values_with(monkeypatch, "1", finite, c)
+    slow, _ = clip_values_with(monkeypatch, "0", finite, c)
+    tolerance = {torch.float64: 1e-12, torch.float32: 1e-6}.get(dtype, 0.0)
+    for ours, theirs_, reference in ((fast.norm_before, slow.norm_before, exact_norm(finite)), (fast.norm_after, slow.norm_after, exact_norm(fast_grads))):
+        if dtype in (torch.float32, torch.float64):
+            assert abs(float(ours) / reference - 1) <= max(tolerance, torch.finfo(dtype).eps)
+            assert abs(float(theirs_) / reference - 1) < 1e-5  # torch's float32 norm is less accurate
+        else:  # float16 and bfloat16 stay on the torch path: the same numbers
+            assert float(ours) == float(theirs_)
+
+
+@needs_numba
+def test_fused_path_is_taken_for_dense_float32_and_float64_only(monkeypatch):
+    """With numba installed (the dev extra installs it, so CI runs this) the kernel clips every dense
+    float32/float64 gradient whole, once; strided and half-precision ones go through torch ops;
+    GRADKIT_NUMBA=0 never calls it."""
+    from gradkit import clip as gclip
+    from gradkit import fused
+
+    monkeypatch.delenv("GRADKIT_NUMBA", raising=False)
+    assert fused.status() == "on" and fused.enabled()
+    calls: list[tuple[int, bool]] = []
+    real = fused.clamp_
+
+    def spy(piece, c):
+        stats = real(piece, c)
+        calls.append((piece.numel(), stats is not None))
+        return stats
+
+    monkeypatch.setattr(gclip.fused, "clamp_", spy)
+    dense = [torch.randn(3 * gclip._PIECE // 2), torch.randn(4, 8, 3, 3).contiguous(memory_format=torch.channels_last), torch.randn(5).double()]
+    others = [torch.randn(6, 4)[:, ::2], torch.randn(10).half(), torch.randn(10).bfloat16()]
+    result, _ = clip_values_with(monkeypatch, "1", dense + others, 1.0)
+    assert calls == [(t.numel(), True) for t in dense] + [(10, False), (10, False)]
+    expected = sum(int((t.abs() > 1.0).sum()) for t in dense + others)
+    assert float(result.clipped_fraction) * sum(t.numel() for t in dense + others) == pytest.approx(expected, abs=1e-6)
+    calls.clear()
+    clip_values_with(monkeypatch, "0", dense + others, 1.0)
+    assert calls == []
+    assert fused.status() == "off: GRADKIT_NUMBA=0"
+    # the kernel holds no GIL: two threads that clip at once (tested above) run at once
+    assert fused._kernel().targetoptions["nogil"] is True
+
+
+def test_gradkit_numba_flag_is_checked(monkeypatch):
+    from gradkit import fused
+
+    monkeypatch.setenv("GRADKIT_NUMBA", "off")
+    with pytest.raises(ValueError, match=r"GRADKIT_NUMBA must be 0 .* or 1 .*, got 'off'"):
+        fused.enabled()
+    w = torch.zeros(3)
+    w.grad = torch.tensor([0.5, -2.0, 2.0])
+    with pytest.raises(ValueError, match="GRADKIT_NUMBA"):
+        clip_grad_value(w, 1.0)
+    monkeypatch.setenv("GRADKIT_NUMBA", "0")
+    assert not fused.enabled() and float(clip_grad_value(w, 1.0).clipped_fraction) == pytest.approx(2 / 3)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype,other,huge", [(torch.float32, torch.float32, 1e20), (torch.float32, torch.float64, 1e20),
+                                              (torch.float64, torch.float64, 1e200)])
+def test_fused_norm_overflows_where_torch_does(monkeypatch, dtype, other, huge):
+    """A float32 gradient of 1e20 has a float32 norm of inf in torch (its square overflows), also
+    beside a float64 gradient: the kernel's float64 sum reads inf there too, so both paths report
+    the same norms."""
+    tensors = [torch.tensor([huge, -huge, 0.5], dtype=dtype), torch.tensor([0.25], dtype=other)]
+    fast, _ = clip_values_with(monkeypatch, "1", tensors, 1.0)
+    slow, _ = clip_values_with(monkeypatch, "0", tensors, 1.0)
+    assert float(fast.norm_before) == float(slow.norm_before) == math.inf
+    assert float(fast.norm_after) == float(slow.norm_after) == pytest.approx(math.sqrt(2 + 0.25 + 0.0625))
+    assert float(fast.clipped_fraction) == float(slow.clipped_fraction) == 0.5
+
+
+@needs_numba
+@pytest.mark.parametrize("c", [1e39, 1e-46])
+def test_fused_path_leaves_a_bound_float32_cannot_hold_to_torch(monkeypatch, c):
+    """c beyond float32's range (torch raises) or below its smallest normal (rounds to 0 or a
+    subnormal) is left to the torch path, which decides what happens."""
+    from gradkit import fused
+
+    assert fused.clamp_(torch.ones(3), c) is None
+    assert fused.clamp_(torch.ones(3).double(), c) is not None
+
+
+@needs_numba
+def test_the_kernel_is_compiled_once_then_loaded_from_the_cache(tmp_path):
+    """cache=True: the first process compiles (and saves) both signatures, the next one loads them."""
+    code = ("from gradkit import fused; assert fused.enabled(); k = fused._kernel(); "
+            "print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))")
+    env = {k: v for k, v in os.environ.items() if k != "GRADKIT_NUMBA"} | {"NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                           cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert [r.stdout.split() for r in runs] == [["0", "2"], ["2", "0"]]
+
+
+@needs_numba
+def test_kernel_cache_falls_back_when_no_folder_is_writable(tmp_path, monkeypatch):
+    """numba raises RuntimeError when neither the source's __pycache__ nor its user cache folder is
+    writable: then gradkit caches under cache_dir()/numba, and compiles without a cache when that
+    fails too (no crash)."""
+    from numba.core import config
+
+    from gradkit import fused
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "__pycache__").write_text("a file where numba wants a folder")
+    (src / "tiny_kernel.py").write_text("def double(x):\n    return 2.0 * x\n")
+    spec = importlib.util.spec_from_file_location("tiny_kernel", src / "tiny_kernel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked / "cache"))
+    monkeypatch.setenv("GRADKIT_CACHE", str(tmp_path / "gradkit-cache"))
+    assert fused._jit(module.double, ("f8(f8)",))(2.0) == 4.0
+    assert list((tmp_path / "gradkit-cache" / "numba").rglob("*.nbi"))
+    assert config.CACHE_DIR == ""
+    monkeypatch.setenv("GRADKIT_CACHE", str(blocked / "gradkit-cache"))
+    assert fused._jit(module.double, ("f8(f8)",))(3.0) == 6.0
 
 
 # --- per-tensor norm clipping and scaled value clipping: hand computations -------------------------
