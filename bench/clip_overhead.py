@@ -13,7 +13,9 @@ Variants, all with max_norm = 1 (value clipping: c = ``MAX_VALUE``):
   gradient and weight norms and the update-to-weight ratio);
 - ``torch value``: ``torch.nn.utils.clip_grad_value_``;
 - ``gradkit value``: :func:`gradkit.clip.clip_grad_value`, which also measures the norms before
-  and after and counts the clipped elements (what ``fit`` records every step).
+  and after and counts the clipped elements (what ``fit`` records every step), on the CPU through
+  :mod:`gradkit.fused`'s one-pass numba kernel when numba is installed (the header says whether);
+- ``gradkit value (torch ops)``: the same with ``GRADKIT_NUMBA=0``: six torch kernels per piece.
 
 The variants run in alternation, ``--rounds`` times, so that a machine whose load changes slows
 all of them alike; each ratio is the median over rounds of the variant's time over the time of
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -50,14 +53,14 @@ from torchvision.models import resnet18
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradkit import runtime  # noqa: E402
+from gradkit import fused, runtime  # noqa: E402
 from gradkit.clip import clip_grad_norm, clip_grad_value  # noqa: E402
 from gradkit.models import SeedCNN  # noqa: E402
 from gradkit.monitor import GradMonitor  # noqa: E402
 
 MAX_NORM = 1.0
 MAX_VALUE = 1e-2
-VARIANTS = ("none", "torch", "naive", "gradkit", "gradkit+monitor", "torch value", "gradkit value")
+VARIANTS = ("none", "torch", "naive", "gradkit", "gradkit+monitor", "torch value", "gradkit value", "gradkit value (torch ops)")
 MODELS: dict[str, Callable[[], nn.Module]] = {"seed_cnn": SeedCNN, "resnet18": lambda: resnet18(num_classes=10)}
 
 
@@ -69,6 +72,19 @@ def naive_clip(model: nn.Module, max_norm: float) -> None:
         for p in model.parameters():
             if p.grad is not None:
                 p.grad.mul_(coef)
+
+
+def clip_values_by_torch_ops(model: nn.Module, clip_value: float) -> None:
+    """gradkit's value clipping with GRADKIT_NUMBA=0 (torch ops instead of the fused kernel)."""
+    saved = os.environ.get("GRADKIT_NUMBA")
+    os.environ["GRADKIT_NUMBA"] = "0"
+    try:
+        clip_grad_value(model, clip_value)
+    finally:
+        if saved is None:
+            del os.environ["GRADKIT_NUMBA"]
+        else:
+            os.environ["GRADKIT_NUMBA"] = saved
 
 
 # time.perf_counter (wall time), or time.process_time with --clock cpu
@@ -98,9 +114,15 @@ def _rounds(run: Callable[[str], float], variants: tuple[str, ...], rounds: int)
     return times
 
 
-def bench_steps(name: str, device: torch.device, batch: int, steps: int, rounds: int, warmup: int) -> dict[str, tuple[float, float]]:
+def _baseline(variant: str) -> str:
+    """The torch call a variant is compared with: clip_grad_value_ for value clipping, else clip_grad_norm_."""
+    return "torch value" if "value" in variant else "torch"
+
+
+def bench_steps(name: str, device: torch.device, batch: int, steps: int, rounds: int, warmup: int) -> dict[str, tuple[float, float, float]]:
     """Per variant: the fastest round's seconds per training step (the least disturbed by other
-    processes), and the median over rounds of its ratio to ``none`` in the same round."""
+    processes), and the medians over rounds of its ratios to ``none`` and to its torch baseline
+    (:func:`_baseline`) in the same round."""
     model, opt, x, y = _setup(name, device, batch)
     monitor = GradMonitor(model, every=1)
     clips: dict[str, Callable[[], object]] = {
@@ -111,6 +133,7 @@ def bench_steps(name: str, device: torch.device, batch: int, steps: int, rounds:
         "gradkit+monitor": lambda: monitor.clip(MAX_NORM),
         "torch value": lambda: torch.nn.utils.clip_grad_value_(model.parameters(), MAX_VALUE),
         "gradkit value": lambda: clip_grad_value(model, MAX_VALUE),
+        "gradkit value (torch ops)": lambda: clip_values_by_torch_ops(model, MAX_VALUE),
     }
 
     def run(variant: str, n: int = steps) -> float:
@@ -132,7 +155,10 @@ def bench_steps(name: str, device: torch.device, batch: int, steps: int, rounds:
     for variant in VARIANTS:
         run(variant, warmup)
     times = _rounds(run, VARIANTS, rounds)
-    return {v: (min(t), statistics.median(a / b for a, b in zip(t, times["none"]))) for v, t in times.items()}
+    def ratio(v: str, to: str) -> float:
+        return statistics.median(a / b for a, b in zip(times[v], times[to]))
+
+    return {v: (min(t), ratio(v, "none"), ratio(v, _baseline(v))) for v, t in times.items()}
 
 
 def bench_clip_only(name: str, device: torch.device, batch: int, reps: int, rounds: int) -> dict[str, float]:
@@ -149,6 +175,7 @@ def bench_clip_only(name: str, device: torch.device, batch: int, reps: int, roun
         "gradkit": lambda: clip_grad_norm(model, MAX_NORM),
         "torch value": lambda: torch.nn.utils.clip_grad_value_(model.parameters(), MAX_VALUE),
         "gradkit value": lambda: clip_grad_value(model, MAX_VALUE),
+        "gradkit value (torch ops)": lambda: clip_values_by_torch_ops(model, MAX_VALUE),
     }
 
     def run(variant: str) -> float:
@@ -205,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--models: unknown model {m!r}; accepted values: {', '.join(MODELS)}")
     torch.backends.cudnn.benchmark = True
     print(f"torch {torch.__version__}, max_norm={MAX_NORM}, value c={MAX_VALUE}, SGD(lr=0.01, momentum=0.9), random data on the device; "
-          f"{torch.get_num_threads()} CPU threads, {args.clock} clock, load average {_load()}")
+          f"{torch.get_num_threads()} CPU threads, {args.clock} clock, load average {_load()}; "
+          f"gradkit value's fused CPU kernel (gradkit.fused): {fused.status()}")
     for dev_name in devices:
         device = runtime.resolve_device(dev_name)
         on_gpu = device.type == "cuda"
@@ -214,21 +242,23 @@ def main(argv: list[str] | None = None) -> None:
         rounds = args.rounds or 5
         reps = args.reps or (100 if on_gpu else 6)
         print(f"\n{runtime.device_name(device)}: batch {batch}, {steps} steps x {rounds} rounds per variant, warm-up {args.warmup}")
-        print("Training step: ms/step of the fastest round; ratio = median over rounds of time / time of 'none' in that round")
-        print(f"{'model':<10} {'variant':<17} {'ms/step':>9} {'ratio':>7}")
+        print("Training step: ms/step of the fastest round; ratio = median over rounds of time / time of 'none' in that round; "
+              "vs torch = the same to torch's clip_grad_norm_ (value variants: clip_grad_value_)")
+        print(f"{'model':<10} {'variant':<25} {'ms/step':>9} {'ratio':>7} {'vs torch':>8}")
         for name in models:
             result = bench_steps(name, device, batch, steps, rounds, args.warmup)
             for variant in VARIANTS:
-                ms, ratio = result[variant]
-                print(f"{name:<10} {variant:<17} {1000 * ms:9.2f} {ratio:7.3f}")
+                ms, ratio, vs_torch = result[variant]
+                shown = f"{vs_torch:8.3f}" if variant != "none" else f"{'':>8}"
+                print(f"{name:<10} {variant:<25} {1000 * ms:9.2f} {ratio:7.3f} {shown}")
         print(f"Clipping call alone: fastest of {reps} calls x {rounds} rounds; ratio to torch.nn.utils.clip_grad_norm_ "
               f"(value variants: to torch.nn.utils.clip_grad_value_, c={MAX_VALUE})")
-        print(f"{'model':<10} {'variant':<17} {'ms/call':>9} {'ratio':>7}")
+        print(f"{'model':<10} {'variant':<25} {'ms/call':>9} {'ratio':>7}")
         for name in models:
             clip_only = bench_clip_only(name, device, batch, reps, rounds)
             for variant, seconds in clip_only.items():
-                baseline = clip_only["torch value" if variant.endswith("value") else "torch"]
-                print(f"{name:<10} {variant:<17} {1000 * seconds:9.3f} {seconds / baseline:7.3f}")
+                baseline = clip_only[_baseline(variant)]
+                print(f"{name:<10} {variant:<25} {1000 * seconds:9.3f} {seconds / baseline:7.3f}")
 
 if __name__ == "__main__":
     main()
