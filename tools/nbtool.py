@@ -67,7 +67,8 @@ def navigation(folder: Path = Path(__file__).resolve().parent.parent / "notebook
         links.append("[all lessons](../README.md#the-lessons)")
         if i + 1 < len(lessons):
             links.append(f"[{title(books[i + 1])} >]({lessons[i + 1].name})")
-        cell = nbformat.v4.new_markdown_cell(" | ".join(links), metadata={"tags": ["navigation"]})
+        # skip: the slides leave navigation out (gradkit.lessons.slides.slide_type)
+        cell = nbformat.v4.new_markdown_cell(" | ".join(links), metadata={"tags": ["navigation"], "slideshow": {"slide_type": "skip"}})
         nb.cells = [c for c in nb.cells if "navigation" not in c.metadata.get("tags", [])] + [cell]
         nbformat.write(nb, path)
         clean(path)

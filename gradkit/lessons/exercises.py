@@ -695,9 +695,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "sweeps.best_threshold gives each method's best row; each run's History.step_norm holds its steps.", _c04_2,
              key="keeps the step below lr · c / (1 − m)"),
     Exercise("04.3", L04, "Setting C: a deep plain network at a high learning rate",
-             'Run the dead-unit cell with clip="norm:0.1" and then "agc:0.01" and a second seed: does each rescue the units in every run?',
+             'Run the dead-unit cell with norm:0.1 and agc:0.01 (dead_specs) and a second seed: does each rescue the units in every run?',
              "a unit is rescued when its share of dead channels stays low to the end; compare the seeds.",
-             key='the dead-unit cell with clip="norm:0.1" and then "agc:0.01"'),
+             key="the dead-unit cell with norm:0.1 and agc:0.01"),
     Exercise("04.p1", L04, "The explorer", "Before the slider: the share of steps clipped at setting A's smallest norm threshold (between 0 and 1).",
              "compare that threshold with the histogram of gradient norms.", _c04_p1),
     Exercise("05.1", L05, "Accuracy against the threshold, and the loss curves", "Set method = \"value\" and thresholds = [0.0001, 0.001, 0.01, 0.1]: where does value clipping start to act, "
