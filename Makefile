@@ -56,7 +56,7 @@ slides: $(STAMP)
 
 # Re-execute the lessons in place (cpu profile) so the stored outputs are fresh.
 notebooks: $(STAMP)
-	$(BIN)/python tools/nbtool.py execute notebooks/[0-9][0-9]_*.ipynb --profile $(or $(PROFILE),cpu)
+	$(BIN)/python tools/nbtool.py execute notebooks/[0-9][0-9]_*.ipynb --profile $(or $(PROFILE),cpu) --timings reports/timing
 
 clean:
 	rm -rf reports .pytest_cache build *.egg-info

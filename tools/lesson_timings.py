@@ -3,6 +3,10 @@
     python -m gradkit report --profile cpu --out reports/timing      # execute every lesson
     python tools/lesson_timings.py reports/timing/*.ipynb            # a markdown table per lesson
 
+or, when the stored lessons are re-made, from the same run:
+
+    python tools/nbtool.py execute notebooks/[0-9][0-9]_*.ipynb --profile cpu --timings reports/timing
+
 A section starts at a ``##`` heading in a markdown cell (a cell holding two headings opens two
 sections, the first one empty of code); the cells before the first heading (title, parameters, imports, data loading) form the section "setup". The seconds are wall-clock
 time of the cells' execution, as papermill recorded them (kernel start-up not included).

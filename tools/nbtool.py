@@ -1,6 +1,6 @@
 """Execute lesson notebooks in place and strip what makes diffs noisy.
 
-    python tools/nbtool.py execute notebooks/01_exploding_vanishing.ipynb [--profile cpu]
+    python tools/nbtool.py execute notebooks/01_exploding_vanishing.ipynb [--profile cpu] [--timings DIR]
     python tools/nbtool.py clean notebooks/*.ipynb
     python tools/nbtool.py nav
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def navigation(folder: Path = Path(__file__).resolve().parent.parent / "notebook
     return lessons
 
 
-def execute(path: Path, profile: str, timeout: int) -> None:
+def execute(path: Path, profile: str, timeout: int, timings: Path | None = None) -> None:
     import papermill
 
     os.environ["GRADKIT_HEADLESS"] = "1"
@@ -85,6 +86,9 @@ def execute(path: Path, profile: str, timeout: int) -> None:
         str(path), str(path), cwd=str(path.parent), kernel_name="python3",
         execution_timeout=timeout, progress_bar=False,
     )
+    if timings is not None:  # papermill's per-cell durations, which clean() strips: tools/lesson_timings.py reads them
+        timings.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, timings / path.name)
     clean(path)
 
 
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("notebooks", nargs="+", type=Path)
     ex.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "full"))
     ex.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    ex.add_argument("--timings", type=Path, help="also keep each executed notebook, durations included, in this folder")
     cl = sub.add_parser("clean", help="strip execution counts and metadata")
     cl.add_argument("notebooks", nargs="+", type=Path)
     sub.add_parser("nav", help="write the prev / contents / next cell at the end of every lesson")
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for nb in args.notebooks:
         if args.command == "execute":
-            execute(nb, args.profile, args.timeout)
+            execute(nb, args.profile, args.timeout, args.timings)
         else:
             clean(nb)
         print(f"{args.command}: {nb}")
