@@ -425,10 +425,11 @@ def clip_grad_value(params: Params, clip_value: Threshold) -> ClipResult:
     gradient that is one block of memory is clipped by :mod:`gradkit.fused`'s compiled kernel,
     which clamps, counts and sums the squares in one pass: the same gradient bits and the same
     count as the torch ops, the norms summed in float64 (closer to the exact norm than torch's
-    float32 norm, which is off by 1e-5 at 2^20 elements), in 0.8-0.9x the time of torch's
-    ``clip_grad_value_`` on one thread. Otherwise (no numba, float16/bfloat16, strided gradients,
-    GPUs) torch ops do it, three more reads of every element (on the CPU piece by piece while
-    the piece is in the cache): about 3x torch's time on the CPU.
+    float32 norm, which is off by 1e-5 at 2^20 elements), in 0.84-0.86x the time of torch's
+    ``clip_grad_value_`` on one thread (ResNet-18, the seed CNN; on two threads, where torch's
+    clamp uses both cores and the kernel one, 1.6-2.1x). Otherwise (no numba, float16/bfloat16,
+    strided gradients, GPUs) torch ops do it, three more reads of every element (on the CPU piece
+    by piece while the piece is in the cache): 2.9x torch's time on one CPU thread.
 
     >>> w = torch.zeros(3); w.grad = torch.tensor([0.05, -2.0, 0.3])
     >>> r = clip_grad_value(w, 0.1)
