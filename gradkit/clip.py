@@ -427,7 +427,7 @@ def clip_grad_value(params: Params, clip_value: Threshold) -> ClipResult:
     count as the torch ops, the norms summed in float64 (closer to the exact norm than torch's
     float32 norm, which is off by 1e-5 at 2^20 elements), in 0.84-0.86x the time of torch's
     ``clip_grad_value_`` on one thread (ResNet-18, the seed CNN; on two threads, where torch's
-    clamp uses both cores and the kernel one, 1.6-2.1x). Otherwise (no numba, float16/bfloat16,
+    clamp uses both cores and the kernel one, 1.2-2.1x). Otherwise (no numba, float16/bfloat16,
     strided gradients, GPUs) torch ops do it, three more reads of every element (on the CPU piece
     by piece while the piece is in the cache): 2.9x torch's time on one CPU thread.
 

@@ -17,8 +17,8 @@ than torch's float32 norm (1e-14 relative against 1e-5 for 2^20 elements). Measu
 2-core development machine (2026-12-04, one thread, CPU time): ResNet-18's gradients (11.2M
 elements, 62 tensors) 2.04 ms against 2.38 ms for ``clip_grad_value_`` (0.86x) and 6.84 ms for
 the torch path; the seed CNN's (8.5M) 1.30 ms against 1.55 ms (0.84x). It runs on one thread
-(``parallel=False``): with two torch threads ``clip_grad_value_``'s clamp uses both cores and
-takes 1.27 ms and 0.61 ms, so the kernel is 1.6x and 2.1x that there.
+(``parallel=False``): with two torch threads ``clip_grad_value_``'s clamp uses both cores
+(1.27-1.67 ms and 0.61-0.83 ms, wall time, two runs), so the kernel is 1.2-1.6x and 1.5-2.1x that.
 
 The kernel is compiled once per machine and cached (``cache=True``; beside this file, else in
 numba's user cache, else in ``gradkit.data.cache_dir()/numba``, else not cached): the first use
