@@ -688,6 +688,25 @@ def update_angle_bars(ax: Any, optimizers: Sequence[str], specs: Sequence[str], 
     return ax
 
 
+def dead_unit_map(ax: Any, steps: Sequence[int], share: Any, *, title: str) -> Any:
+    """Dead ReLU units per layer (rows, 0 = first) and step (columns) as a heat map, in % of the layer's
+    channels (``share`` (S, L) from ``monitor.DeadUnitHistory``); returns the image for a colour bar.
+
+    >>> import matplotlib.figure
+    >>> ax = matplotlib.figure.Figure().subplots()
+    >>> dead_unit_map(ax, [0, 1, 2], np.array([[0.0, 1.0], [0.5, 1.0], [1.0, 1.0]]), title="t").get_array().max()
+    np.float64(100.0)
+    """
+    share = np.asarray(share, dtype=float)
+    image = ax.imshow(100 * share.T, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=100,
+                      extent=(steps[0], steps[-1] + 1, -0.5, share.shape[1] - 0.5))
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # layers are whole numbers
+    ax.set_xlabel("step")
+    ax.set_ylabel("ReLU layer (0: first)")
+    ax.set_title(title, fontsize=10)
+    return image
+
+
 def train_test_bars(ax: Any, train_acc: Mapping[str, Sequence[float]], val_acc: Mapping[str, Sequence[float]]) -> Any:
     """Clean-train and validation accuracy (%) side by side per run, mean over seeds with the
     seed spread (sd) as error bars, and the mean gap (train - validation, points) above."""
