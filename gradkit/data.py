@@ -330,18 +330,24 @@ def _read_folders(folder: Path) -> tuple[dict[str, Tensor], str]:
     return _assemble(images, str(folder)), _name(jpeg)
 
 
-def _check_image_file(path: Path) -> None:
-    """Refuse, naming it, an image path that is not a regular file of at most :data:`MAX_IMAGE_BYTES`
-    (a FIFO named ``0001.png`` would block the decoder forever; a huge file is not a 32x32 image)."""
+def _check_file(path: Path, limit: int, kind: str, too_large: str) -> None:
+    """Refuse, naming it, a path that is not a regular file of at most ``limit`` bytes, from one stat and
+    before any byte is read: a FIFO or a link to ``/dev/zero`` would block or never end, and a file far
+    larger than any CIFAR-10 file is not one."""
     try:
         info = path.stat()
     except OSError as err:
         raise ValueError(f"{path}: cannot be read ({err})") from err
     if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{path}: not a regular file (a device, pipe or folder), so not an image; not read")
-    if info.st_size > MAX_IMAGE_BYTES:
-        raise ValueError(f"{path}: {info.st_size} bytes, too large for a 32x32 image (limit {MAX_IMAGE_BYTES} "
-                         "bytes); not read")
+        raise ValueError(f"{path}: not a regular file (a device, pipe or folder), so not {kind}; not read")
+    if info.st_size > limit:
+        raise ValueError(f"{path}: {info.st_size} bytes, {too_large}; not read")
+
+
+def _check_image_file(path: Path) -> None:
+    """An image path: a regular file of at most :data:`MAX_IMAGE_BYTES` (a FIFO named ``0001.png`` would
+    block the decoder forever; a huge file is not a 32x32 image)."""
+    _check_file(path, MAX_IMAGE_BYTES, "an image", f"too large for a 32x32 image (limit {MAX_IMAGE_BYTES} bytes)")
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -408,14 +414,7 @@ def _read_batch_file(path: Path) -> bytes:
     """The bytes of a batch file, read only when it is a regular file of at most :data:`MAX_BATCH_BYTES`
     (checked with one stat first, as the archive reader checks a member's size): a 400 MB file is
     refused unread, and a link to ``/dev/zero`` or a FIFO, which would never end, is not opened."""
-    try:
-        info = path.stat()
-    except OSError as err:
-        raise ValueError(f"{path}: cannot be read ({err})") from err
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{path}: not a regular file (a device, pipe or folder), so not a CIFAR-10 batch; not read")
-    if info.st_size > MAX_BATCH_BYTES:
-        raise ValueError(f"{path}: {info.st_size} bytes, larger than any CIFAR-10 batch file (about 31 MB); not read")
+    _check_file(path, MAX_BATCH_BYTES, "a CIFAR-10 batch", "larger than any CIFAR-10 batch file (about 31 MB)")
     with open(path, "rb") as f:
         data = f.read(MAX_BATCH_BYTES + 1)  # the file may have grown since the stat
     if len(data) > MAX_BATCH_BYTES:
