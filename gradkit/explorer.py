@@ -56,7 +56,7 @@ from .sweeps import (
     split_spec,
     sweep_table,
 )
-from .widgets import RENDER_LOCK, Coalescer, fmt, new_figure, png, show, stop_slider, stops
+from .widgets import RENDER_LOCK, Coalescer, fmt, guarded, new_figure, png, show, stop_slider, stops
 # Model sizes offered for live training when the sweep has no run of that model.
 LIVE_MODELS: dict[str, dict[str, Any]] = {
     "seed_cnn": {"width": 0.25},
@@ -234,7 +234,7 @@ class ThresholdExplorer:
         self._coalescer = Coalescer(self._redraw)
         for name in ("model", "optimizer", "lr", "method", "threshold", "no_clip"):
             self.controls[name].observe(self._changed, names="value")
-        self.controls["train"].on_click(self._train_clicked)
+        self.controls["train"].on_click(guarded(self.train_selected, self._train_status))
         c = self.controls
         self.widget = w.VBox([
             w.HBox([c["model"], c["optimizer"], c["lr"]]),
@@ -666,11 +666,3 @@ class ThresholdExplorer:
             self._set_stops(value=threshold)
         self.refresh()
         return h
-
-    def _train_clicked(self, _button: Any) -> None:
-        """The button's handler: :meth:`train_selected`; a failure is shown beside the button, not raised
-        into the comm handler, where nobody would see it."""
-        try:
-            self.train_selected()
-        except Exception as err:
-            self._train_status.value = f"<b>could not train</b>: {html.escape(f'{type(err).__name__}: {err}')}"

@@ -26,6 +26,7 @@ include its default, so the browser never writes a snapped value back.
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import os
@@ -75,6 +76,24 @@ def widget_front_end() -> bool:
     if shell is not None and "__vsc_ipynb_file__" in shell.user_ns:
         return True
     return getattr(ipw.Widget, "_control_comm", None) is not None
+
+
+def guarded(action: Callable[[], Any], status: Any) -> Callable[[Any], None]:
+    """A button handler that runs ``action()``; a failure is written into ``status`` (an HTML widget beside
+    the button) instead of being raised into the comm handler, where nobody would see it.
+
+    >>> status = ipw.HTML()
+    >>> guarded(lambda: 1 / 0, status)(None)
+    >>> status.value
+    '<b>could not train</b>: ZeroDivisionError: division by zero'
+    """
+    def clicked(_button: Any) -> None:
+        try:
+            action()
+        except Exception as err:
+            status.value = f"<b>could not train</b>: {html.escape(f'{type(err).__name__}: {err}')}"
+
+    return clicked
 
 
 def show(widget: Any, static: Callable[[], Any]) -> Any:

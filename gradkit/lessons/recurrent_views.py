@@ -346,7 +346,7 @@ class RunSlider:
         self.button = ipw.Button(description="Train this setting", icon="play", disabled=trainer is None,
                                  tooltip="train the selected setting now, for the shipped seeds")
         self.status = ipw.HTML("" if trainer else "no trainer given: the button is off")
-        self.button.on_click(self._clicked)
+        self.button.on_click(widgets.guarded(self.train_selected, self.status))
         controls_box, image = self.view.widget.children
         self.widget = ipw.VBox([controls_box, ipw.HBox([self.button, self.status]), image])
 
@@ -415,14 +415,6 @@ class RunSlider:
                              f"{len(self.live)} trained now).")
         self.view.update()
         return list(runs)
-
-    def _clicked(self, _button: Any) -> None:
-        """The button's handler: :meth:`train_selected`; a failure is shown beside the button, not raised
-        into the comm handler, where nobody would see it."""
-        try:
-            self.train_selected()
-        except Exception as err:
-            self.status.value = f"<b>could not train</b>: {html.escape(f'{type(err).__name__}: {err}')}"
 
 
 def contrast(ax_rnn: Any, ax_cifar: Any, rnn_runs: Sequence[Run], target: float, cifar_rows: Sequence[Any],
