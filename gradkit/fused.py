@@ -10,21 +10,28 @@ the time of ``torch.nn.utils.clip_grad_value_`` on ResNet-18's gradients (one CP
     before = sum_i g_i^2,  after = sum_i w_i^2,  outside = #{i : g_i > c or g_i < -c}
 
 with the squares summed in float64 in blocks of ``_BLOCK`` elements (LLVM reorders the sums in a
-block into SIMD lanes: the only fast-math flags are reassoc and contract, which keep nan and inf
-as they are; without them, or with a loop bounded by min(), the loop is not vectorised and takes
-60x longer). The same bits as ``torch.clamp``, the same count, norms closer to the exact ones
-than torch's float32 norm (1e-14 relative against 1e-5 for 2^20 elements). Measured on the
-2-core development machine (2026-12-04, one thread, CPU time): ResNet-18's gradients (11.2M
-elements, 62 tensors) 2.04 ms against 2.38 ms for ``clip_grad_value_`` (0.86x) and 6.84 ms for
-the torch path; the seed CNN's (8.5M) 1.30 ms against 1.55 ms (0.84x). It runs on one thread
-(``parallel=False``): with two torch threads ``clip_grad_value_``'s clamp uses both cores
-(1.27-1.67 ms and 0.61-0.83 ms, wall time, two runs), so the kernel is 1.2-1.6x and 1.5-2.1x that.
+block into SIMD lanes: the only fast-math flags are reassoc and contract, on the block loop only,
+which keep nan and inf as they are; without them, or with a loop bounded by min(), the loop is not
+vectorised and takes 60x longer) and the blocks' sums added in block order. The same bits as
+``torch.clamp``, the same count, norms closer to the exact ones than torch's float32 norm (1e-14
+relative against 1e-5 for 2^20 elements).
 
-The kernel is compiled once per machine and cached (``cache=True``; beside this file, else in
+Threads: a tensor of ``PARALLEL_MIN`` (2^16) elements or more is clipped on all the threads torch
+may use (``torch.get_num_threads()``, at most ``NUMBA_NUM_THREADS``; :func:`threads`), its blocks
+spread over them (``prange``) and their sums added afterwards in block order: the same bits on any
+thread count. Smaller tensors, one torch thread (the kit's process-pool workers on their share of
+the cores), a forked child of a process that ran it, and a second Python thread while one runs it
+(a lock, tried without waiting) take the serial kernel. numba picks its threading layer: here
+``omp``, which shares torch's libgomp and its threads; the ``workqueue`` layer is not used (its
+sleeping threads made ResNet-18 slower than one thread). Below 2^14 elements the serial kernel is
+faster; from 2^14 to 2^18 the totals differ by less than the noise (2026-12-04, ResNet-18 and the
+seed CNN, two threads, load 0.5).
+
+The kernels are compiled once per machine and cached (``cache=True``; beside this file, else in
 numba's user cache, else in ``gradkit.data.cache_dir()/numba``, else not cached): the first use
-in a process imports numba (0.12 s) and compiles (0.43 s) or loads the cached kernel (0.22 s).
-It holds no GIL (``nogil``): threads that clip at once run at once. ``GRADKIT_NUMBA=0`` turns
-it off.
+in a process imports numba (0.11 s) and compiles the serial kernel (0.5 s) or loads it (0.2 s);
+the first parallel clip compiles the parallel kernel (1.3 s) or loads it (0.01 s). They hold no
+GIL (``nogil``). ``GRADKIT_NUMBA=0`` turns them off.
 
 >>> status() in ("on", "off: GRADKIT_NUMBA=0") or status().startswith("off: numba")
 True
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import warnings
 from typing import Any, Callable, Optional
@@ -45,44 +53,83 @@ from torch import Tensor
 # Elements whose squares are summed before the sum joins the piece's total: the rounding error of
 # a piece's norm grows with _BLOCK / lanes + n / _BLOCK, not with n.
 _BLOCK = 4096
+# Elements from which a tensor is clipped on several threads (below, one thread is faster: see the module docstring).
+PARALLEL_MIN = 2**16
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 _SIGNATURES = ("Tuple((f8, f8, i8))(f4[::1], f4)", "Tuple((f8, f8, i8))(f8[::1], f8)")
 # dtype -> (its numpy scalar, the smallest normal and the largest c the kernel takes)
 _KINDS = {dtype: (scalar, float(torch.finfo(dtype).tiny), float(torch.finfo(dtype).max)) for dtype, scalar in ((torch.float32, np.float32), (torch.float64, np.float64))}
 
 _lock = threading.Lock()
-_built: Optional[tuple[Optional[Callable[..., Any]], str]] = None  # (kernel or None, status), once
+_built: Optional[tuple[Optional[Callable[..., Any]], str]] = None  # (serial kernel or None, status), once
+_parallel_built: Optional[tuple[Optional[Callable[..., Any]], str]] = None  # (parallel kernel or None, why not), once
+# Held while the parallel kernel runs: a thread that finds it taken clips serially instead of adding
+# its threads to the busy cores (and numba's workqueue layer aborts the process when two threads
+# enter it; gradkit does not use that layer, other code may have chosen it).
+_parallel_lock = threading.Lock()
+# numba's threading layers that the parallel kernel runs on: the workqueue layer (threads that sleep
+# between calls, beside torch's OpenMP threads that spin) was slower than one thread on ResNet-18
+# (2.0-3.0 ms against 2.0-2.1 ms); omp shares torch's OpenMP threads.
+_FAST_LAYERS = ("omp", "tbb")
+_forked = False  # this process was forked from one whose numba threading layer had started
+prange = range  # numba.prange once numba is imported (_build): numba reads it from this module's globals
+
+
+def _block_stats(block: np.ndarray, c: Any) -> tuple[float, float, int]:
+    """block <- clamp(block, -c, c) in place; (sum x^2 before, sum x^2 after, #{|x_i| > c}) over one
+    block. numba compiles it with reassoc and contract, and inlines it into both kernels."""
+    lo = -c
+    b, a, k = 0.0, 0.0, 0
+    for i in range(block.shape[0]):
+        v = block[i]
+        w = c if v > c else (lo if v < lo else v)
+        k += (v > c) | (v < lo)
+        block[i] = w
+        vd, wd = np.float64(v), np.float64(w)
+        b += vd * vd
+        a += wd * wd
+    return b, a, k
 
 
 def _clamp_stats(x: np.ndarray, c: Any) -> tuple[float, float, int]:
-    """x <- clamp(x, -c, c) in place; (sum x^2 before, sum x^2 after, #{|x_i| > c}). numba compiles it."""
-    lo = -c
+    """x <- clamp(x, -c, c) in place, block by block on one thread; the blocks' sums added in block
+    order (this function has no fast-math flags: the order is kept). numba compiles it."""
     before, after, outside = 0.0, 0.0, 0
-    for start in range(0, x.shape[0], _BLOCK):
-        block = x[start:start + _BLOCK]  # a slice: LLVM vectorises its loop (a range with a min() bound it did not)
-        b, a, k = 0.0, 0.0, 0
-        for i in range(block.shape[0]):
-            v = block[i]
-            w = c if v > c else (lo if v < lo else v)
-            k += (v > c) | (v < lo)
-            block[i] = w
-            vd, wd = np.float64(v), np.float64(w)
-            b += vd * vd
-            a += wd * wd
+    for j in range((x.shape[0] + _BLOCK - 1) // _BLOCK):
+        b, a, k = _block_stats(x[j * _BLOCK:(j + 1) * _BLOCK], c)  # a slice: LLVM vectorises its loop (a min() bound it did not)
         before += b
         after += a
         outside += k
     return before, after, outside
 
 
-def _jit(py_func: Callable[..., Any], signatures: tuple[str, ...]) -> Callable[..., Any]:
+def _clamp_stats_parallel(x: np.ndarray, c: Any) -> tuple[float, float, int]:
+    """:func:`_clamp_stats` with the blocks spread over numba's threads: each block's sums go to
+    its row of ``sums``, added afterwards in block order, so the result has the bits of the serial
+    kernel whatever the thread count (counts are integers: their order does not matter)."""
+    blocks = (x.shape[0] + _BLOCK - 1) // _BLOCK
+    sums = np.empty((blocks, 2))
+    outside = 0
+    for j in prange(blocks):
+        b, a, k = _block_stats(x[j * _BLOCK:(j + 1) * _BLOCK], c)
+        sums[j, 0] = b
+        sums[j, 1] = a
+        outside += k
+    before, after = 0.0, 0.0
+    for j in range(blocks):
+        before += sums[j, 0]
+        after += sums[j, 1]
+    return before, after, outside
+
+
+def _jit(py_func: Callable[..., Any], signatures: tuple[str, ...], parallel: bool = False) -> Callable[..., Any]:
     """numba's nopython, GIL-free compilation of ``py_func`` for ``signatures`` (at once, not at the
     first call), cached on disk where a folder is writable: numba's own choice, else
     ``cache_dir()/numba``, else no cache (numba raises RuntimeError when it finds no writable folder)."""
     import numba
     from numba.core import config
 
-    options = dict(nopython=True, nogil=True, fastmath={"reassoc", "contract"})
+    options = dict(nopython=True, nogil=True, parallel=parallel)
     try:
         return numba.jit(list(signatures), cache=True, **options)(py_func)
     except (RuntimeError, OSError):  # no writable folder, or saving failed (a full disk)
@@ -101,11 +148,16 @@ def _jit(py_func: Callable[..., Any], signatures: tuple[str, ...]) -> Callable[.
 
 
 def _build() -> tuple[Optional[Callable[..., Any]], str]:
+    global prange
     try:
-        import numba  # noqa: F401
+        import numba
+        from numba.extending import register_jitable
     except ImportError as err:
         reason = "not installed (pip install gradkit[fast])" if isinstance(err, ModuleNotFoundError) and err.name == "numba" else f"import failed: {err}"
         return None, f"off: numba {reason}"
+    prange = numba.prange
+    # the only fast-math flags, and only on the block loop: the kernels add the blocks' sums in order
+    register_jitable(fastmath={"reassoc", "contract"})(_block_stats)
     try:
         return _jit(_clamp_stats, _SIGNATURES), "on"
     except Exception as err:  # a numba that cannot compile: the torch path gives the same results
@@ -120,6 +172,83 @@ def _kernel() -> Optional[Callable[..., Any]]:
             if _built is None:
                 _built = _build()
     return _built[0]
+
+
+def _build_parallel() -> tuple[Optional[Callable[..., Any]], str]:
+    """The parallel kernel, and numba's threading layer started; no kernel on the workqueue layer.
+    numba's OpenMP layer shares torch's libgomp (torch is imported first) and sets its thread
+    count to NUMBA_NUM_THREADS when it starts: torch's own count is put back."""
+    import numba
+
+    threads = torch.get_num_threads()
+    try:
+        kernel = _jit(_clamp_stats_parallel, _SIGNATURES, parallel=True)
+        numba.set_num_threads(1)  # starts the threading layer here, where torch's count is restored
+    except Exception as err:  # no threading layer, or a numba that cannot compile it: the serial kernel does it
+        warnings.warn(f"gradkit.fused: numba could not compile the parallel value-clipping kernel ({type(err).__name__}: {err}); using one thread", RuntimeWarning, stacklevel=4)
+        return None, f"failed to compile ({type(err).__name__})"
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    layer = numba.threading_layer()
+    if layer not in _FAST_LAYERS:  # its threads sleep between calls and meet torch's spinning ones
+        return None, f"{layer} layer (slower than one thread beside torch; omp or tbb are used)"
+    return kernel, layer
+
+
+def _parallel_kernel() -> Optional[Callable[..., Any]]:
+    global _parallel_built
+    if _parallel_built is None and _kernel() is None:  # _build imports numba and registers the block loop
+        return None
+    if _parallel_built is None:
+        with _lock:
+            if _parallel_built is None:
+                _parallel_built = _build_parallel()
+    return _parallel_built[0]
+
+
+def _after_fork_in_child() -> None:
+    """A forked child of a process whose threading layer started must not start a parallel region:
+    GNU OpenMP is not fork-safe (numba terminates the child; torch's own ops hang there)."""
+    global _forked
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        try:
+            numba.threading_layer()
+        except ValueError:  # not started: the child may start its own
+            return
+        _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def threads(numel: int) -> int:
+    """Threads :func:`clamp_` gives a tensor of ``numel`` elements: torch's thread count
+    (``torch.get_num_threads()``, at most numba's ``NUMBA_NUM_THREADS``) from ``PARALLEL_MIN``
+    elements on, else 1; also 1 in a process forked after the threading layer started.
+    Another thread's parallel clip running at that moment makes it 1 too (:func:`clamp_`).
+
+    >>> threads(PARALLEL_MIN - 1)
+    1
+    """
+    if numel < PARALLEL_MIN or _forked or _kernel() is None:
+        return 1
+    wanted = torch.get_num_threads()
+    if wanted <= 1:
+        return 1
+    from numba.core import config
+
+    return min(wanted, config.NUMBA_NUM_THREADS)
+
+
+def layer() -> str:
+    """numba's threading layer for the parallel kernel (``"omp"``, ``"tbb"`` or ``"workqueue"``),
+    ``"not started"`` before the first parallel clip, or ``"off: "`` and why."""
+    if _parallel_built is None:
+        return "not started"
+    kernel, layer_or_why = _parallel_built
+    return layer_or_why if kernel is not None else f"off: {layer_or_why}"
 
 
 def enabled() -> bool:
@@ -163,7 +292,26 @@ def clamp_(piece: Tensor, c: float) -> Optional[tuple[float, float, int]]:
     scalar, smallest, largest = kind
     if not smallest <= c <= largest:
         return None
-    before, after, outside = kernel(piece.detach().numpy(), scalar(c))
+    before, after, outside = _run(kernel, piece.detach().numpy(), scalar(c))
     if piece.dtype == torch.float32 and (before > _FLOAT32_MAX or after > _FLOAT32_MAX):
         before, after = (math.inf if s > _FLOAT32_MAX else s for s in (before, after))
     return before, after, outside
+
+
+def _run(serial: Callable[..., Any], x: np.ndarray, c: Any) -> tuple[float, float, int]:
+    """The parallel kernel on :func:`threads` threads when that is more than 1 and no other thread
+    is running it (the lock is only tried: a second thread clips serially, with the same bits),
+    else ``serial``."""
+    count = threads(x.shape[0])
+    if count > 1 and _parallel_lock.acquire(blocking=False):
+        try:
+            kernel = _parallel_kernel()
+            if kernel is not None:
+                import numba
+
+                numba.set_num_threads(count)  # this thread's mask: other threads keep theirs
+                return kernel(x, c)
+        finally:
+            _parallel_lock.release()
+    return serial(x, c)
+

@@ -573,6 +573,259 @@ def test_kernel_cache_falls_back_when_no_folder_is_writable(tmp_path, monkeypatc
     assert fused._jit(module.double, ("f8(f8)",))(3.0) == 6.0
 
 
+# --- the parallel kernel: all of torch's threads, the serial kernel's bits ------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+PARALLEL_SIZES = [2**16, 2**16 + 1, 17 * BLOCK + 7, 2**18 + 3, 2**20]  # multiples of the block and not
+
+
+def needs_threads(count: int):
+    """Skip unless numba may run ``count`` threads (NUMBA_NUM_THREADS, the cores by default)."""
+    from numba.core import config
+
+    return pytest.mark.skipif(config.NUMBA_NUM_THREADS < count, reason=f"needs NUMBA_NUM_THREADS >= {count}")
+
+
+def big_values(dtype: torch.dtype, seed: int, c: float) -> list[torch.Tensor]:
+    """Gradients of PARALLEL_SIZES with nan, +-inf, +-c, -0.0 and huge values at the ends and inside."""
+    g = torch.Generator().manual_seed(seed)
+    out = [torch.randn(n, generator=g, dtype=torch.float64).to(dtype) for n in PARALLEL_SIZES]
+    edges = torch.tensor([c, -c, -0.0, math.inf, -math.inf, math.nan, 1e30, -1e30], dtype=dtype)
+    for t in out[1:]:  # out[0] stays finite: its norms are compared as numbers too
+        places = torch.cat([torch.tensor([0, t.numel() - 1]), torch.randint(0, t.numel(), (14,), generator=g)])
+        t[places] = edges[torch.arange(len(places)) % len(edges)]
+    return out
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(BITS[t.dtype.itemsize])
+
+
+def same_floats(a: tuple, b: tuple) -> bool:
+    """Tuples equal element by element, bit for bit (nan == nan; 0.0 != -0.0)."""
+    return len(a) == len(b) and all(np.array(x).tobytes() == np.array(y).tobytes() for x, y in zip(a, b))
+
+
+@needs_numba
+@needs_threads(2)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_parallel_kernel_writes_and_sums_as_the_serial_one_on_any_thread_count(dtype):
+    """The parallel kernel adds its blocks' float64 sums in block order: on 1 and 2 threads it gives
+    the serial kernel's gradient bits, counts and sums, bit for bit."""
+    import numba
+
+    from gradkit import fused
+
+    c = 0.75
+    serial, parallel = fused._kernel(), fused._parallel_kernel()
+    assert parallel is not None and fused.layer() in ("omp", "tbb", "workqueue")
+    scalar = {torch.float32: np.float32, torch.float64: np.float64}[dtype]
+    for t in big_values(dtype, 3, c):
+        want_grad = t.clone()
+        want = serial(want_grad.numpy(), scalar(c))
+        for count in (1, 2):
+            numba.set_num_threads(count)
+            got_grad = t.clone()
+            got = parallel(got_grad.numpy(), scalar(c))
+            assert same_floats(got, want), (t.numel(), count, got, want)
+            assert torch.equal(bits(got_grad), bits(want_grad))
+
+
+@needs_numba
+@needs_threads(2)
+def test_clip_grad_value_gives_the_same_bits_on_one_and_two_torch_threads(monkeypatch):
+    """clip_grad_value follows torch.get_num_threads(): 2 threads use the parallel kernel for
+    tensors of PARALLEL_MIN elements and more, 1 thread the serial one; the results are the same bits."""
+    from gradkit import fused
+
+    c = 0.75
+    calls: list[int] = []
+    real = fused._parallel_kernel
+
+    def spy():
+        calls.append(torch.get_num_threads())
+        return real()
+
+    monkeypatch.setattr(fused, "_parallel_kernel", spy)
+    monkeypatch.delenv("GRADKIT_NUMBA", raising=False)
+    tensors = big_values(torch.float32, 4, c) + [torch.randn(fused.PARALLEL_MIN - 1), torch.randn(10).double()]
+    results = {}
+    saved = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            assert fused.threads(2**20) == count and fused.threads(fused.PARALLEL_MIN - 1) == 1
+            results[count] = clip_values_with(monkeypatch, "1", tensors, c)
+    finally:
+        torch.set_num_threads(saved)
+    assert calls == [2] * len(PARALLEL_SIZES)  # one parallel call per big tensor, none on one thread
+    (one, one_grads), (two, two_grads) = results[1], results[2]
+    for field in ("norm_before", "norm_after", "clipped_fraction"):
+        assert same_floats((float(getattr(one, field)),), (float(getattr(two, field)),)), field
+    assert all(torch.equal(bits(a), bits(b)) for a, b in zip(one_grads, two_grads))
+
+
+@needs_numba
+@needs_threads(2)
+def test_a_thread_that_finds_the_parallel_kernel_busy_clips_serially(monkeypatch):
+    """While another thread runs the parallel kernel (its lock held), clamp_ takes the serial
+    kernel instead of waiting or entering it twice, with the same bits."""
+    from gradkit import fused
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    used: list[str] = []
+    real = fused._parallel_kernel
+    monkeypatch.setattr(fused, "_parallel_kernel", lambda: used.append("parallel") or real())
+    t = big_values(torch.float32, 5, 0.5)[3]
+    free, busy = t.clone(), t.clone()
+    want = fused.clamp_(free, 0.5)
+    with fused._parallel_lock:
+        got = fused.clamp_(busy, 0.5)
+    assert used == ["parallel"]  # the first call only
+    assert same_floats(got, want) and torch.equal(bits(busy), bits(free))
+
+
+PARALLEL_THREADS_CODE = """
+import sys, threading, torch
+from gradkit import fused
+torch.set_num_threads(2)
+torch.manual_seed(0)
+base = [torch.randn(n) * 3 for n in (2**16, 2**18 + 3)]
+refs = [b.clone() for b in base]
+torch.set_num_threads(1)
+wants = [fused.clamp_(r, 0.5) for r in refs]
+torch.set_num_threads(2)
+bad, parallel = [], []
+real = fused._parallel_kernel
+fused._parallel_kernel = lambda: parallel.append(1) or real()
+def work():
+    for _ in range(100):
+        for b, r, want in zip(base, refs, wants):
+            x = b.clone()
+            if fused.clamp_(x, 0.5) != want or not torch.equal(x, r):
+                bad.append(1)
+threads = [threading.Thread(target=work) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(fused.layer(), len(bad), len(parallel) > 0, sep="|")
+"""
+
+
+@needs_numba
+@needs_threads(2)
+@pytest.mark.parametrize("layer", ["workqueue", "default"])
+def test_two_python_threads_clip_at_once_on_any_threading_layer(layer):
+    """Dask workers clip from several threads: the one that finds the parallel kernel busy clips
+    serially (exact results, no crash). numba's workqueue layer, which aborts the process when two
+    threads enter it and was slower than one thread, is never run: its processes clip serially."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADKIT_NUMBA"} | {"NUMBA_THREADING_LAYER": layer}
+    run = subprocess.run([sys.executable, "-c", PARALLEL_THREADS_CODE], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    name, bad, asked = run.stdout.strip().split("|")
+    assert bad == "0" and asked == "True"
+    if layer == "workqueue":
+        assert name.startswith("off: workqueue layer")
+    else:
+        assert name in ("omp", "tbb")
+
+
+SPAWNED_CODE = """
+import torch
+from gradkit import fused
+torch.set_num_threads(2)
+x = torch.randn(2**20) * 3
+y = x.clone()
+fast = fused.clamp_(x, 0.5)
+layer, threads = fused.layer(), torch.get_num_threads()
+torch.set_num_threads(1)
+print(layer, threads, fast == fused.clamp_(y, 0.5) and torch.equal(x, y))
+"""
+
+
+@needs_numba
+@needs_threads(2)
+def test_starting_the_threading_layer_keeps_torchs_thread_count():
+    """numba's OpenMP layer shares torch's libgomp and sets its thread count to NUMBA_NUM_THREADS
+    when it starts (here 3, torch has 2): gradkit puts torch's count back."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADKIT_NUMBA"} | {"NUMBA_NUM_THREADS": "3"}
+    run = subprocess.run([sys.executable, "-c", SPAWNED_CODE], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    layer, threads, same = run.stdout.split()
+    assert layer in ("omp", "tbb", "workqueue") and threads == "2" and same == "True"
+
+
+def _clip_in_forked_child(queue) -> None:
+    from gradkit import fused
+
+    torch.set_num_threads(2)
+    x = torch.from_numpy(np.full(2**18, 3.0, np.float32))  # no torch op on 2 threads: those hang in a fork of an OpenMP process
+    queue.put((fused.threads(x.numel()), fused.clamp_(x, 0.5)))
+
+
+@needs_numba
+@needs_threads(2)
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+def test_a_forked_child_clips_serially_after_the_parent_ran_the_parallel_kernel():
+    """numba terminates a forked child that starts a parallel region its parent's GNU OpenMP had
+    started: such a child clips on one thread instead, and lives."""
+    import multiprocessing
+
+    from gradkit import fused
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fused.clamp_(torch.randn(2**18), 0.5)  # starts the threading layer here
+    finally:
+        torch.set_num_threads(saved)
+    assert fused.layer() != "not started"
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_clip_in_forked_child, args=(queue,))
+    child.start()
+    child.join(120)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == (1, (9.0 * 2**18, 0.25 * 2**18, 2**18))
+
+
+@needs_numba
+def test_the_kits_process_pool_workers_clip_on_their_share_of_the_cores():
+    """A worker of gradkit.executors.process_pool runs torch on cores // workers threads, and the
+    kernel on as many (1: the serial kernel), with the bits of this process's serial kernel."""
+    from gradkit import executors, fused
+
+    workers = 2
+    share = executors.threads_per_process(workers)
+    t = big_values(torch.float32, 6, 0.5)[4]
+    mine = t.clone()
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = fused.clamp_(mine, 0.5)
+    finally:
+        torch.set_num_threads(saved)
+    with executors.process_pool(workers) as pool:
+        threads = pool.submit(fused.threads, t.numel()).result(timeout=300)
+        got = pool.submit(fused.clamp_, t.clone(), 0.5).result(timeout=300)
+    from numba.core import config
+
+    assert threads == (1 if share == 1 else min(share, config.NUMBA_NUM_THREADS))
+    assert same_floats(got, want)
+
+
+@needs_numba
+def test_the_parallel_kernel_is_compiled_once_then_loaded_from_the_cache(tmp_path):
+    """cache=True works for the parallel kernel: the first process compiles both signatures, the next loads them."""
+    code = ("from gradkit import fused; k = fused._parallel_kernel(); assert k is not None; "
+            "print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))")
+    env = {k: v for k, v in os.environ.items() if k != "GRADKIT_NUMBA"} | {"NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert [r.stdout.split() for r in runs] == [["0", "2"], ["2", "0"]]
+
+
 # --- per-tensor norm clipping and scaled value clipping: hand computations -------------------------
 
 
