@@ -14,7 +14,9 @@ Variants, all with max_norm = 1 (value clipping: c = ``MAX_VALUE``):
 - ``torch value``: ``torch.nn.utils.clip_grad_value_``;
 - ``gradkit value``: :func:`gradkit.clip.clip_grad_value`, which also measures the norms before
   and after and counts the clipped elements (what ``fit`` records every step), on the CPU through
-  :mod:`gradkit.fused`'s one-pass numba kernel when numba is installed (the header says whether);
+  :mod:`gradkit.fused`'s one-pass numba kernel when numba is installed (the header says whether,
+  and on how many threads: torch's, from ``gradkit.fused.PARALLEL_MIN`` elements on; the last line
+  names numba's threading layer);
 - ``gradkit value (torch ops)``: the same with ``GRADKIT_NUMBA=0``: six torch kernels per piece.
 
 The variants run in alternation, ``--rounds`` times, so that a machine whose load changes slows
@@ -233,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cudnn.benchmark = True
     print(f"torch {torch.__version__}, max_norm={MAX_NORM}, value c={MAX_VALUE}, SGD(lr=0.01, momentum=0.9), random data on the device; "
           f"{torch.get_num_threads()} CPU threads, {args.clock} clock, load average {_load()}; "
-          f"gradkit value's fused CPU kernel (gradkit.fused): {fused.status()}")
+          f"gradkit value's fused CPU kernel (gradkit.fused): {fused.status()}"
+          + (f", {fused.threads(fused.PARALLEL_MIN)} threads from {fused.PARALLEL_MIN} elements" if fused.enabled() else ""))
     for dev_name in devices:
         device = runtime.resolve_device(dev_name)
         on_gpu = device.type == "cuda"
@@ -259,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
             for variant, seconds in clip_only.items():
                 baseline = clip_only[_baseline(variant)]
                 print(f"{name:<10} {variant:<25} {1000 * seconds:9.3f} {seconds / baseline:7.3f}")
+    if fused.enabled():
+        print(f"\nnumba threading layer of the parallel kernel: {fused.layer()}; load average {_load()}")
 
 if __name__ == "__main__":
     main()
