@@ -32,7 +32,7 @@ parallel operation then waits for it (a whole scheduler slice, about 2 ms, per o
 ratios measure that, not the code. ``--threads 1 --clock cpu`` times one thread by its CPU time,
 which other processes do not inflate.
 
-    python bench/clip_overhead.py                         # defaults: about 3 min on 2 CPU cores
+    python bench/clip_overhead.py                         # defaults: 11 s on 2 idle CPU cores, minutes on busy ones
     python bench/clip_overhead.py --threads 1 --clock cpu # a busy machine
     python bench/clip_overhead.py --devices cuda          # batch 128, 50 steps x 5 rounds
 """

@@ -27,6 +27,12 @@ sleeping threads made ResNet-18 slower than one thread). Below 2^14 elements the
 faster; from 2^14 to 2^18 the totals differ by less than the noise (2026-12-04, ResNet-18 and the
 seed CNN, two threads, load 0.5).
 
+Measured with ``bench/clip_overhead.py`` on the 2-core development machine (2026-12-04, load
+0.1-0.6, two runs each), the clipping call against ``clip_grad_value_``: two torch threads (wall
+time) ResNet-18's gradients (11.2M elements, 62 tensors) 0.86-0.89x (1.35-1.39 ms against 1.56 ms),
+the seed CNN's (8.5M, 8 tensors) 0.93-0.94x; one thread (CPU time) 0.88-0.89x and 0.85-0.87x.
+The torch path (``GRADKIT_NUMBA=0``): 3.6x and 4.3-4.4x on two threads, 2.9-3.1x on one.
+
 The kernels are compiled once per machine and cached (``cache=True``; beside this file, else in
 numba's user cache, else in ``gradkit.data.cache_dir()/numba``, else not cached): the first use
 in a process imports numba (0.11 s) and compiles the serial kernel (0.5 s) or loads it (0.2 s);
